@@ -1,0 +1,249 @@
+//! Error types, one enum per concern.
+//!
+//! Errors carry the numbers that help a caller (ids, counters, limits) and never key
+//! material or plaintext.
+
+use crate::address::Address;
+
+/// Failure to decode bytes that came from the network or from disk.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The input ended before the structure was complete.
+    #[error("input ended early: needed {needed} more bytes, {available} available")]
+    UnexpectedEnd {
+        /// Bytes the decoder still needed.
+        needed: usize,
+        /// Bytes that were left.
+        available: usize,
+    },
+    /// The leading version byte is not one this implementation speaks.
+    #[error("unsupported version {found} (supported: {supported})")]
+    UnsupportedVersion {
+        /// Version byte found.
+        found: u8,
+        /// Version this implementation supports.
+        supported: u8,
+    },
+    /// The structure type byte does not match what was expected.
+    #[error("unexpected structure type {found:#04x}, expected {expected:#04x}")]
+    WrongType {
+        /// Type byte found.
+        found: u8,
+        /// Type byte expected.
+        expected: u8,
+    },
+    /// A key's type byte does not name the expected key kind.
+    #[error("unexpected key type {found:#04x}, expected {expected:#04x}")]
+    WrongKeyType {
+        /// Type byte found.
+        found: u8,
+        /// Type byte expected.
+        expected: u8,
+    },
+    /// Bytes remained after a complete structure.
+    #[error("{count} trailing bytes after the structure")]
+    TrailingBytes {
+        /// Number of bytes left over.
+        count: usize,
+    },
+    /// A length or count field exceeds its documented bound.
+    #[error("length {length} exceeds the limit {limit}")]
+    TooLong {
+        /// The declared or actual length.
+        length: usize,
+        /// The documented bound.
+        limit: usize,
+    },
+    /// A field has a value that is not the canonical encoding (for example a flag byte
+    /// other than 0 or 1, or entries not in ascending order).
+    #[error("non-canonical encoding of {field}")]
+    NonCanonical {
+        /// Name of the offending field.
+        field: &'static str,
+    },
+    /// Bytes of the right length that are not a valid key (for example a small-order
+    /// point or an ML-KEM key that fails the FIPS 203 modulus check).
+    #[error("invalid {kind} key")]
+    InvalidKey {
+        /// Which kind of key.
+        kind: &'static str,
+    },
+}
+
+/// Failure of a cryptographic primitive that does not depend on the peer's input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    /// The operating system's random number generator failed.
+    #[error("the operating system random number generator failed")]
+    Randomness,
+    /// A Diffie-Hellman result was all zeros: the peer sent a small-order point.
+    #[error("Diffie-Hellman with a small-order point")]
+    NonContributoryDh,
+    /// A plaintext exceeded [`crate::limits::MAX_PLAINTEXT_LEN`].
+    #[error("plaintext of {length} bytes exceeds the limit {limit}")]
+    PlaintextTooLong {
+        /// Plaintext length.
+        length: usize,
+        /// Limit.
+        limit: usize,
+    },
+}
+
+/// Which signed item of a prekey bundle failed verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedItem {
+    /// The signed X25519 prekey.
+    SignedPreKey,
+    /// The one-time X25519 prekey.
+    OneTimePreKey,
+    /// The ML-KEM-1024 prekey.
+    KemPreKey,
+}
+
+impl core::fmt::Display for SignedItem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::SignedPreKey => "signed prekey",
+            Self::OneTimePreKey => "one-time prekey",
+            Self::KemPreKey => "KEM prekey",
+        })
+    }
+}
+
+/// A prekey bundle was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    /// The bundle bytes did not decode.
+    #[error("bundle does not decode: {0}")]
+    Decode(#[from] DecodeError),
+    /// A signature does not verify under the bundle's identity key.
+    #[error("{item} signature does not verify under the bundle's identity key")]
+    BadSignature {
+        /// Which item.
+        item: SignedItem,
+    },
+    /// The bundle's identity is not the one the caller expected for this peer.
+    #[error("bundle identity differs from the expected identity")]
+    IdentityMismatch,
+}
+
+/// A store operation failed. Store implementations map their own failures to these
+/// variants; the original error is kept as the `source` where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be opened because the key is wrong (or missing).
+    #[error("wrong or missing store key")]
+    WrongKey,
+    /// The store's file or a record in it is damaged.
+    #[error("store data is damaged: {what}")]
+    Corrupt {
+        /// What was found damaged.
+        what: &'static str,
+    },
+    /// A stored record did not decode.
+    #[error("stored record does not decode: {0}")]
+    Decode(#[from] DecodeError),
+    /// The store was written by a newer schema version than this code supports.
+    #[error("store schema version {found} is newer than supported version {supported}")]
+    NewerSchema {
+        /// Version found in the store.
+        found: u32,
+        /// Newest version this code knows.
+        supported: u32,
+    },
+    /// A uniqueness rule was violated during commit (for example a last-resort KEM
+    /// prekey use recorded concurrently by another process).
+    #[error("conflicting concurrent update: {what}")]
+    Conflict {
+        /// What conflicted.
+        what: &'static str,
+    },
+    /// The local identity has not been created yet.
+    #[error("no local identity in the store")]
+    NoLocalIdentity,
+    /// Any other failure of the backing storage.
+    #[error("storage backend failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+/// A session operation (establishing, encrypting, decrypting) failed.
+///
+/// A failed operation never changes stored state.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The message bytes did not decode.
+    #[error("message does not decode: {0}")]
+    Decode(#[from] DecodeError),
+    /// The bundle was rejected.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A primitive failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// The peer's identity differs from the one stored for this address. The caller
+    /// decides whether to accept the new identity (see
+    /// [`crate::store::IdentityStore::save_identity`]).
+    #[error("identity of {address} changed and is not trusted")]
+    UntrustedIdentity {
+        /// The peer.
+        address: Address,
+    },
+    /// There is no session with this address.
+    #[error("no session with {address}")]
+    NoSession {
+        /// The peer.
+        address: Address,
+    },
+    /// Authentication failed: the message was tampered with, or was not encrypted to any
+    /// session we hold.
+    #[error("message failed authentication")]
+    InvalidMessage,
+    /// The message key for this counter was already used (the message is a duplicate)
+    /// or was evicted from the skipped-key store.
+    #[error("duplicate message (chain counter {counter})")]
+    DuplicateMessage {
+        /// The counter in the message header.
+        counter: u32,
+    },
+    /// The message's counter is further ahead of the chain than the forward-jump limit.
+    #[error("counter {counter} is {jump} ahead of the chain, over the limit {limit}")]
+    TooFarAhead {
+        /// The counter in the message header.
+        counter: u32,
+        /// How far ahead of the chain's next counter it is.
+        jump: u32,
+        /// [`crate::limits::MAX_FORWARD_JUMP`].
+        limit: u32,
+    },
+    /// A pre-key message names a signed prekey we do not have.
+    #[error("unknown signed prekey {id}")]
+    UnknownSignedPreKey {
+        /// The id named.
+        id: u32,
+    },
+    /// A pre-key message names a one-time prekey we do not have (already consumed, or
+    /// never issued).
+    #[error("unknown one-time prekey {id}")]
+    UnknownPreKey {
+        /// The id named.
+        id: u32,
+    },
+    /// A pre-key message names a KEM prekey we do not have.
+    #[error("unknown KEM prekey {id}")]
+    UnknownKemPreKey {
+        /// The id named.
+        id: u32,
+    },
+    /// A last-resort KEM prekey was used again with a base key already seen: a replay.
+    #[error("replayed pre-key message (KEM prekey {id})")]
+    KemPreKeyReplay {
+        /// The last-resort KEM prekey id.
+        id: u32,
+    },
+    /// The message's registration id or sender identity does not match the session.
+    #[error("pre-key message does not match the session it names")]
+    SessionMismatch,
+}

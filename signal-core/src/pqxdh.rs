@@ -1,0 +1,176 @@
+//! PQXDH key agreement (Signal's PQXDH specification, rev. 2) with X25519 and
+//! ML-KEM-1024.
+//!
+//! ```text
+//! DH1 = DH(IK_A, SPK_B)   DH2 = DH(EK_A, IK_B)   DH3 = DH(EK_A, SPK_B)
+//! DH4 = DH(EK_A, OPK_B)   (only when a one-time prekey was used)
+//! (CT, SS) = ML-KEM-1024.Encaps(PQPK_B)
+//! SK = HKDF-SHA256(salt = 0^32, ikm = 0xFF^32 ‖ DH1 ‖ DH2 ‖ DH3 [‖ DH4] ‖ SS,
+//!                  info = PQXDH_INFO, L = 32)
+//! AD = Encode(IK_A) ‖ Encode(IK_B)
+//! ```
+//! The X25519 identity keys are the Montgomery forms of the Ed25519 identities
+//! (see [`crate::identity`]).
+
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::error::CryptoError;
+use crate::identity::{IDENTITY_KEY_LEN, IdentityKey, IdentityKeyPair};
+use crate::keys::{DhKeyPair, DhPublicKey, KEM_CIPHERTEXT_LEN, Secret32};
+use crate::prekey::{KemPreKeyRecord, OneTimePreKeyRecord, SignedPreKeyRecord, VerifiedBundle};
+
+/// HKDF info of the PQXDH KDF.
+pub const PQXDH_INFO: &[u8] = b"signal-core v1 PQXDH X25519 SHA-256 ML-KEM-1024";
+
+/// Length of the associated data: two encoded identities.
+pub const AD_LEN: usize = 2 * IDENTITY_KEY_LEN;
+
+/// `Encode(IK_A) ‖ Encode(IK_B)`.
+pub(crate) fn associated_data(initiator: &IdentityKey, responder: &IdentityKey) -> [u8; AD_LEN] {
+    let mut ad = [0u8; AD_LEN];
+    ad[..IDENTITY_KEY_LEN].copy_from_slice(&initiator.encode());
+    ad[IDENTITY_KEY_LEN..].copy_from_slice(&responder.encode());
+    ad
+}
+
+fn kdf(dhs: &[&Secret32], ss: &Secret32) -> Secret32 {
+    let mut ikm = Zeroizing::new(Vec::with_capacity(32 * 6));
+    ikm.extend_from_slice(&[0xFF; 32]);
+    for dh in dhs {
+        ikm.extend_from_slice(&dh[..]);
+    }
+    ikm.extend_from_slice(&ss[..]);
+    let hk = Hkdf::<Sha256>::new(Some(&[0u8; 32]), &ikm);
+    let mut sk = Zeroizing::new([0u8; 32]);
+    // 32 bytes is below HKDF-SHA256's maximum output: expand cannot fail.
+    let _ = hk.expand(PQXDH_INFO, &mut sk[..]);
+    sk
+}
+
+/// What the initiator derives and sends.
+pub(crate) struct Initiated {
+    pub(crate) shared_secret: Secret32,
+    pub(crate) base_key: DhPublicKey,
+    pub(crate) kem_ciphertext: Box<[u8; KEM_CIPHERTEXT_LEN]>,
+}
+
+/// Initiator side. The bundle's signatures were verified when the [`VerifiedBundle`] was
+/// made.
+pub(crate) fn initiate(
+    ours: &IdentityKeyPair,
+    bundle: &VerifiedBundle,
+) -> Result<Initiated, CryptoError> {
+    let b = bundle.bundle();
+    let ek = DhKeyPair::generate()?;
+    let dh1 = ours.agree(&b.signed_prekey.key)?;
+    let dh2 = ek.agree(&b.identity.dh_public())?;
+    let dh3 = ek.agree(&b.signed_prekey.key)?;
+    let (kem_ciphertext, ss) = b.kem_prekey.key.encapsulate()?;
+    let shared_secret = match &b.one_time_prekey {
+        Some(opk) => {
+            let dh4 = ek.agree(&opk.key)?;
+            kdf(&[&dh1, &dh2, &dh3, &dh4], &ss)
+        }
+        None => kdf(&[&dh1, &dh2, &dh3], &ss),
+    };
+    Ok(Initiated {
+        shared_secret,
+        base_key: *ek.public(),
+        kem_ciphertext,
+    })
+}
+
+/// Responder side.
+pub(crate) fn accept(
+    ours: &IdentityKeyPair,
+    signed_prekey: &SignedPreKeyRecord,
+    one_time_prekey: Option<&OneTimePreKeyRecord>,
+    kem_prekey: &KemPreKeyRecord,
+    their_identity: &IdentityKey,
+    base_key: &DhPublicKey,
+    kem_ciphertext: &[u8; KEM_CIPHERTEXT_LEN],
+) -> Result<Secret32, CryptoError> {
+    let spk = signed_prekey.key_pair();
+    let dh1 = spk.agree(&their_identity.dh_public())?;
+    let dh2 = ours.agree(base_key)?;
+    let dh3 = spk.agree(base_key)?;
+    let ss = kem_prekey.key_pair().decapsulate(kem_ciphertext);
+    Ok(match one_time_prekey {
+        Some(opk) => {
+            let dh4 = opk.key_pair().agree(base_key)?;
+            kdf(&[&dh1, &dh2, &dh3, &dh4], &ss)
+        }
+        None => kdf(&[&dh1, &dh2, &dh3], &ss),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prekey::PreKeyBundle;
+
+    fn responder(
+        with_opk: bool,
+    ) -> (
+        IdentityKeyPair,
+        SignedPreKeyRecord,
+        Option<OneTimePreKeyRecord>,
+        KemPreKeyRecord,
+        PreKeyBundle,
+    ) {
+        let id = IdentityKeyPair::generate().unwrap();
+        let spk = SignedPreKeyRecord::generate(&id, 7, 1, 100).unwrap();
+        let opk = with_opk.then(|| OneTimePreKeyRecord::generate(&id, 5, 100).unwrap());
+        let kem = KemPreKeyRecord::generate(&id, 9, 100, !with_opk).unwrap();
+        let bundle = PreKeyBundle {
+            registration_id: 7,
+            identity: *id.public(),
+            signed_prekey: spk.public().clone(),
+            one_time_prekey: opk.as_ref().map(|o| o.public().clone()),
+            kem_prekey: kem.public().clone(),
+        };
+        (id, spk, opk, kem, bundle)
+    }
+
+    #[test]
+    fn both_sides_derive_the_same_secret() {
+        for with_opk in [true, false] {
+            let alice = IdentityKeyPair::generate().unwrap();
+            let (bob, spk, opk, kem, bundle) = responder(with_opk);
+            let init = initiate(&alice, &bundle.verify().unwrap()).unwrap();
+            let sk = accept(
+                &bob,
+                &spk,
+                opk.as_ref(),
+                &kem,
+                alice.public(),
+                &init.base_key,
+                &init.kem_ciphertext,
+            )
+            .unwrap();
+            assert_eq!(*sk, *init.shared_secret);
+        }
+    }
+
+    #[test]
+    fn wrong_kem_ciphertext_gives_a_different_secret() {
+        let alice = IdentityKeyPair::generate().unwrap();
+        let (bob, spk, opk, kem, bundle) = responder(true);
+        let init = initiate(&alice, &bundle.verify().unwrap()).unwrap();
+        let mut ct = init.kem_ciphertext.clone();
+        ct[0] ^= 1;
+        let sk = accept(
+            &bob,
+            &spk,
+            opk.as_ref(),
+            &kem,
+            alice.public(),
+            &init.base_key,
+            &ct,
+        )
+        .unwrap();
+        assert_ne!(*sk, *init.shared_secret);
+    }
+}

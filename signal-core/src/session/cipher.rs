@@ -1,0 +1,356 @@
+//! Entry points: start a session from a bundle, encrypt, decrypt.
+//!
+//! Data flows one way: decode → verify (identity trust, prekeys) → ratchet on a working
+//! copy → commit through the store. Nothing is written unless every check passed.
+
+use zeroize::Zeroizing;
+
+use crate::address::Address;
+use crate::error::{CryptoError, SessionError};
+use crate::identity::IdentityKey;
+use crate::limits::MAX_PLAINTEXT_LEN;
+use crate::pqxdh;
+use crate::prekey::{Timestamp, VerifiedBundle};
+use crate::store::{ProtocolStore, SessionCommit};
+use crate::wire::{MessageKind, PreKeyMessage, SignalMessage};
+
+use super::SessionRecord;
+use super::state::{PendingPreKey, SessionState};
+
+/// Fails with [`SessionError::UntrustedIdentity`] if a different identity is recorded
+/// for `address`; returns the identity to record if none is (trust on first use).
+fn check_trust<S: ProtocolStore + ?Sized>(
+    store: &S,
+    address: &Address,
+    identity: &IdentityKey,
+) -> Result<Option<IdentityKey>, SessionError> {
+    match store.remote_identity(address)? {
+        Some(known) if known == *identity => Ok(None),
+        Some(_) => Err(SessionError::UntrustedIdentity {
+            address: address.clone(),
+        }),
+        None => Ok(Some(*identity)),
+    }
+}
+
+/// Starts a session with `remote` from its verified bundle (PQXDH initiator side). The
+/// new session becomes current; an existing one is archived. Messages encrypted on it
+/// are pre-key messages until the peer replies.
+pub fn initiate<S: ProtocolStore + ?Sized>(
+    store: &mut S,
+    remote: &Address,
+    bundle: &VerifiedBundle,
+) -> Result<(), SessionError> {
+    let b = bundle.bundle();
+    let new_identity = check_trust(store, remote, &b.identity)?;
+    let ours = store.local_identity()?;
+    let local_registration_id = store.local_registration_id()?;
+    let agreed = pqxdh::initiate(&ours, bundle)?;
+    let state = SessionState::new_initiator(
+        *ours.public(),
+        b.identity,
+        local_registration_id,
+        b.registration_id,
+        &agreed.shared_secret,
+        agreed.base_key,
+        b.signed_prekey.key,
+        PendingPreKey {
+            signed_prekey_id: b.signed_prekey.id,
+            one_time_prekey_id: b.one_time_prekey.as_ref().map(|p| p.id),
+            kem_prekey_id: b.kem_prekey.id,
+            kem_ciphertext: agreed.kem_ciphertext,
+        },
+        unix_now(),
+    )?;
+    let mut record = store.load_session(remote)?.unwrap_or_default();
+    let expected_generation = record.generation();
+    record.promote_new(state);
+    record.bump_generation();
+    let mut commit = SessionCommit::record_only(remote.clone(), record, expected_generation);
+    commit.new_identity = new_identity;
+    store.commit(commit)?;
+    Ok(())
+}
+
+/// Encrypts `plaintext` for `remote` on the current session and commits the advanced
+/// state **before** returning the ciphertext, so a message key is never used twice.
+///
+/// Returns a [`PreKeyMessage`] encoding until the peer has replied, a [`SignalMessage`]
+/// encoding after; [`MessageKind::of`] tells them apart.
+pub fn encrypt<S: ProtocolStore + ?Sized>(
+    store: &mut S,
+    remote: &Address,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, SessionError> {
+    if plaintext.len() > MAX_PLAINTEXT_LEN {
+        return Err(CryptoError::PlaintextTooLong {
+            length: plaintext.len(),
+            limit: MAX_PLAINTEXT_LEN,
+        }
+        .into());
+    }
+    let no_session = || SessionError::NoSession {
+        address: remote.clone(),
+    };
+    let mut record = store.load_session(remote)?.ok_or_else(no_session)?;
+    let expected_generation = record.generation();
+    let state = record.current.as_mut().ok_or_else(no_session)?;
+    if store.remote_identity(remote)?.as_ref() != Some(state.remote_identity()) {
+        return Err(SessionError::UntrustedIdentity {
+            address: remote.clone(),
+        });
+    }
+    let message = state.encrypt(plaintext)?;
+    let out = match &state.pending_prekey {
+        None => message,
+        Some(p) => PreKeyMessage {
+            registration_id: state.local_registration_id(),
+            signed_prekey_id: p.signed_prekey_id,
+            one_time_prekey_id: p.one_time_prekey_id,
+            kem_prekey_id: p.kem_prekey_id,
+            kem_ciphertext: p.kem_ciphertext.clone(),
+            base_key: *state.base_key(),
+            identity: *state.local_identity(),
+            message: SignalMessage::decode(&message)?,
+        }
+        .encode(),
+    };
+    record.bump_generation();
+    store.commit(SessionCommit::record_only(
+        remote.clone(),
+        record,
+        expected_generation,
+    ))?;
+    Ok(out)
+}
+
+/// A decrypted message and the state change that goes with it, not yet committed.
+///
+/// Persist the plaintext and [`ProtocolStore::commit`] the [`SessionCommit`] together
+/// (in one transaction where the store allows it). Dropping a `Decrypted` without
+/// committing leaves the session as it was: the same message decrypts again.
+pub struct Decrypted {
+    plaintext: Zeroizing<Vec<u8>>,
+    commit: SessionCommit,
+}
+
+impl Decrypted {
+    /// The plaintext.
+    pub fn plaintext(&self) -> &[u8] {
+        &self.plaintext
+    }
+
+    /// The peer's identity key.
+    pub fn sender_identity(&self) -> Option<&IdentityKey> {
+        self.commit
+            .record
+            .current()
+            .map(SessionState::remote_identity)
+    }
+
+    /// Splits into plaintext and the commit to apply.
+    pub fn into_parts(self) -> (Zeroizing<Vec<u8>>, SessionCommit) {
+        (self.plaintext, self.commit)
+    }
+}
+
+impl core::fmt::Debug for Decrypted {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Decrypted")
+            .field("plaintext_len", &self.plaintext.len())
+            .field("address", &self.commit.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Decrypts a message from `remote` without writing anything. See [`Decrypted`].
+pub fn decrypt<S: ProtocolStore + ?Sized>(
+    store: &S,
+    remote: &Address,
+    bytes: &[u8],
+) -> Result<Decrypted, SessionError> {
+    match MessageKind::of(bytes)? {
+        MessageKind::Message => decrypt_message(store, remote, &SignalMessage::decode(bytes)?),
+        MessageKind::PreKey => {
+            decrypt_prekey_message(store, remote, &PreKeyMessage::decode(bytes)?)
+        }
+        MessageKind::SenderKey | MessageKind::SenderKeyDistribution => {
+            Err(crate::error::DecodeError::WrongType {
+                found: bytes.get(1).copied().unwrap_or_default(),
+                expected: crate::wire::kind::MESSAGE,
+            }
+            .into())
+        }
+    }
+}
+
+/// [`decrypt`], then [`ProtocolStore::commit`]; returns the plaintext only once the new
+/// state is stored.
+pub fn decrypt_and_commit<S: ProtocolStore + ?Sized>(
+    store: &mut S,
+    remote: &Address,
+    bytes: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, SessionError> {
+    let (plaintext, commit) = decrypt(store, remote, bytes)?.into_parts();
+    store.commit(commit)?;
+    Ok(plaintext)
+}
+
+/// Tries the current session, then archived ones (newest first); the first that
+/// decrypts is updated and made current. If none does, the most specific error wins
+/// (anything other than [`SessionError::InvalidMessage`]).
+fn decrypt_with_record(
+    mut record: SessionRecord,
+    message: &SignalMessage,
+) -> Result<(Zeroizing<Vec<u8>>, SessionRecord), SessionError> {
+    let mut first_specific: Option<SessionError> = None;
+    let mut note = |e: SessionError| match e {
+        SessionError::InvalidMessage => Ok(()),
+        SessionError::Store(_) | SessionError::Crypto(CryptoError::Randomness) => Err(e),
+        other => {
+            first_specific.get_or_insert(other);
+            Ok(())
+        }
+    };
+    if let Some(state) = record.current.as_mut() {
+        match state.decrypt(message) {
+            Ok((plaintext, update)) => {
+                state.apply(update);
+                return Ok((plaintext, record));
+            }
+            Err(e) => note(e)?,
+        }
+    }
+    for i in 0..record.archived.len() {
+        match record.archived[i].decrypt(message) {
+            Ok((plaintext, update)) => {
+                record.archived[i].apply(update);
+                record.promote_archived(i);
+                return Ok((plaintext, record));
+            }
+            Err(e) => note(e)?,
+        }
+    }
+    Err(first_specific.unwrap_or(SessionError::InvalidMessage))
+}
+
+fn decrypt_message<S: ProtocolStore + ?Sized>(
+    store: &S,
+    remote: &Address,
+    message: &SignalMessage,
+) -> Result<Decrypted, SessionError> {
+    let record = store
+        .load_session(remote)?
+        .ok_or_else(|| SessionError::NoSession {
+            address: remote.clone(),
+        })?;
+    let expected_generation = record.generation();
+    let (plaintext, mut record) = decrypt_with_record(record, message)?;
+    let sender = record
+        .current()
+        .map(|s| *s.remote_identity())
+        .ok_or(SessionError::InvalidMessage)?;
+    let new_identity = check_trust(store, remote, &sender)?;
+    record.bump_generation();
+    let mut commit = SessionCommit::record_only(remote.clone(), record, expected_generation);
+    commit.new_identity = new_identity;
+    Ok(Decrypted { plaintext, commit })
+}
+
+fn decrypt_prekey_message<S: ProtocolStore + ?Sized>(
+    store: &S,
+    remote: &Address,
+    message: &PreKeyMessage,
+) -> Result<Decrypted, SessionError> {
+    let new_identity = check_trust(store, remote, &message.identity)?;
+    let record = store.load_session(remote)?.unwrap_or_default();
+    let expected_generation = record.generation();
+
+    // A session from this very pre-key message already exists: it is a retransmission
+    // (or a replay) of the first messages; the ratchet decides.
+    if let Some(which) = record.find_base_key(&message.base_key) {
+        let state = match which {
+            None => record.current(),
+            Some(i) => record.archived.get(i),
+        };
+        if state.is_some_and(|s| s.remote_identity() != &message.identity) {
+            return Err(SessionError::SessionMismatch);
+        }
+        let (plaintext, mut record) = decrypt_with_record(record, &message.message)?;
+        record.bump_generation();
+        let mut commit = SessionCommit::record_only(remote.clone(), record, expected_generation);
+        commit.new_identity = new_identity;
+        return Ok(Decrypted { plaintext, commit });
+    }
+
+    let signed_prekey = store.load_signed_prekey(message.signed_prekey_id)?.ok_or(
+        SessionError::UnknownSignedPreKey {
+            id: message.signed_prekey_id,
+        },
+    )?;
+    let one_time_prekey = match message.one_time_prekey_id {
+        Some(id) => Some(
+            store
+                .load_prekey(id)?
+                .ok_or(SessionError::UnknownPreKey { id })?,
+        ),
+        None => None,
+    };
+    let kem_prekey =
+        store
+            .load_kem_prekey(message.kem_prekey_id)?
+            .ok_or(SessionError::UnknownKemPreKey {
+                id: message.kem_prekey_id,
+            })?;
+    if kem_prekey.is_last_resort()
+        && store.last_resort_base_key_seen(kem_prekey.id(), &message.base_key)?
+    {
+        return Err(SessionError::KemPreKeyReplay {
+            id: kem_prekey.id(),
+        });
+    }
+
+    let ours = store.local_identity()?;
+    let shared_secret = pqxdh::accept(
+        &ours,
+        &signed_prekey,
+        one_time_prekey.as_ref(),
+        &kem_prekey,
+        &message.identity,
+        &message.base_key,
+        &message.kem_ciphertext,
+    )?;
+    let mut state = SessionState::new_responder(
+        *ours.public(),
+        message.identity,
+        store.local_registration_id()?,
+        message.registration_id,
+        &shared_secret,
+        message.base_key,
+        signed_prekey.key_pair().clone(),
+        unix_now(),
+    );
+    let (plaintext, update) = state.decrypt(&message.message)?;
+    state.apply(update);
+
+    let mut record = record;
+    record.promote_new(state);
+    record.bump_generation();
+    let mut commit = SessionCommit::record_only(remote.clone(), record, expected_generation);
+    commit.new_identity = new_identity;
+    commit.consumed_prekey = message.one_time_prekey_id;
+    if kem_prekey.is_last_resort() {
+        commit.last_resort_use = Some((kem_prekey.id(), message.base_key));
+    } else {
+        commit.consumed_kem_prekey = Some(kem_prekey.id());
+    }
+    Ok(Decrypted { plaintext, commit })
+}
+
+/// Seconds since the Unix epoch by the local clock; only recorded as a session's
+/// creation time for inspection, never used in a security decision.
+fn unix_now() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
