@@ -7,8 +7,10 @@
 //! (CT, SS) = ML-KEM-1024.Encaps(PQPK_B)
 //! SK = HKDF-SHA256(salt = 0^32, ikm = 0xFF^32 ‖ DH1 ‖ DH2 ‖ DH3 [‖ DH4] ‖ SS,
 //!                  info = PQXDH_INFO, L = 32)
-//! AD = Encode(IK_A) ‖ Encode(IK_B)
+//! AD = Encode(IK_A) ‖ Encode(IK_B) ‖ u32 RegId_A ‖ u32 RegId_B
 //! ```
+//! The registration ids in AD (an addition the specification allows) make every field
+//! of a pre-key message authenticated: a changed registration id fails decryption.
 //! The X25519 identity keys are the Montgomery forms of the Ed25519 identities
 //! (see [`crate::identity`]).
 
@@ -24,14 +26,19 @@ use crate::prekey::{KemPreKeyRecord, OneTimePreKeyRecord, SignedPreKeyRecord, Ve
 /// HKDF info of the PQXDH KDF.
 pub const PQXDH_INFO: &[u8] = b"signal-core v1 PQXDH X25519 SHA-256 ML-KEM-1024";
 
-/// Length of the associated data: two encoded identities.
-pub const AD_LEN: usize = 2 * IDENTITY_KEY_LEN;
+/// Length of the associated data: two encoded identities and two registration ids.
+pub const AD_LEN: usize = 2 * IDENTITY_KEY_LEN + 8;
 
-/// `Encode(IK_A) ‖ Encode(IK_B)`.
-pub(crate) fn associated_data(initiator: &IdentityKey, responder: &IdentityKey) -> [u8; AD_LEN] {
+/// `Encode(IK_A) ‖ Encode(IK_B) ‖ u32 RegId_A ‖ u32 RegId_B` (A = initiator).
+pub(crate) fn associated_data(
+    initiator: (&IdentityKey, u32),
+    responder: (&IdentityKey, u32),
+) -> [u8; AD_LEN] {
     let mut ad = [0u8; AD_LEN];
-    ad[..IDENTITY_KEY_LEN].copy_from_slice(&initiator.encode());
-    ad[IDENTITY_KEY_LEN..].copy_from_slice(&responder.encode());
+    ad[..IDENTITY_KEY_LEN].copy_from_slice(&initiator.0.encode());
+    ad[IDENTITY_KEY_LEN..2 * IDENTITY_KEY_LEN].copy_from_slice(&responder.0.encode());
+    ad[2 * IDENTITY_KEY_LEN..2 * IDENTITY_KEY_LEN + 4].copy_from_slice(&initiator.1.to_be_bytes());
+    ad[2 * IDENTITY_KEY_LEN + 4..].copy_from_slice(&responder.1.to_be_bytes());
     ad
 }
 

@@ -293,12 +293,12 @@ impl ProtocolStore for InMemoryStore {
                 what: "session record changed since it was loaded",
             });
         }
-        if let Some(use_) = &commit.last_resort_use {
-            if self.last_resort_uses.contains(use_) {
-                return Err(StoreError::Conflict {
-                    what: "last-resort KEM prekey already used with this base key",
-                });
-            }
+        if let Some(use_) = &commit.last_resort_use
+            && self.last_resort_uses.contains(use_)
+        {
+            return Err(StoreError::Conflict {
+                what: "last-resort KEM prekey already used with this base key",
+            });
         }
         if let Some(identity) = commit.new_identity {
             self.remote_identities

@@ -15,7 +15,7 @@ use crate::store::{ProtocolStore, SessionCommit};
 use crate::wire::{MessageKind, PreKeyMessage, SignalMessage};
 
 use super::SessionRecord;
-use super::state::{PendingPreKey, SessionState};
+use super::state::{Parties, PendingPreKey, SessionState};
 
 /// Fails with [`SessionError::UntrustedIdentity`] if a different identity is recorded
 /// for `address`; returns the identity to record if none is (trust on first use).
@@ -47,12 +47,15 @@ pub fn initiate<S: ProtocolStore + ?Sized>(
     let local_registration_id = store.local_registration_id()?;
     let agreed = pqxdh::initiate(&ours, bundle)?;
     let state = SessionState::new_initiator(
-        *ours.public(),
-        b.identity,
-        local_registration_id,
-        b.registration_id,
+        Parties {
+            local_identity: *ours.public(),
+            remote_identity: b.identity,
+            local_registration_id,
+            remote_registration_id: b.registration_id,
+            base_key: agreed.base_key,
+            created_at: unix_now(),
+        },
         &agreed.shared_secret,
-        agreed.base_key,
         b.signed_prekey.key,
         PendingPreKey {
             signed_prekey_id: b.signed_prekey.id,
@@ -60,7 +63,6 @@ pub fn initiate<S: ProtocolStore + ?Sized>(
             kem_prekey_id: b.kem_prekey.id,
             kem_ciphertext: agreed.kem_ciphertext,
         },
-        unix_now(),
     )?;
     let mut record = store.load_session(remote)?.unwrap_or_default();
     let expected_generation = record.generation();
@@ -273,7 +275,10 @@ fn decrypt_prekey_message<S: ProtocolStore + ?Sized>(
             None => record.current(),
             Some(i) => record.archived.get(i),
         };
-        if state.is_some_and(|s| s.remote_identity() != &message.identity) {
+        if state.is_some_and(|s| {
+            s.remote_identity() != &message.identity
+                || s.remote_registration_id() != message.registration_id
+        }) {
             return Err(SessionError::SessionMismatch);
         }
         let (plaintext, mut record) = decrypt_with_record(record, &message.message)?;
@@ -321,14 +326,16 @@ fn decrypt_prekey_message<S: ProtocolStore + ?Sized>(
         &message.kem_ciphertext,
     )?;
     let mut state = SessionState::new_responder(
-        *ours.public(),
-        message.identity,
-        store.local_registration_id()?,
-        message.registration_id,
+        Parties {
+            local_identity: *ours.public(),
+            remote_identity: message.identity,
+            local_registration_id: store.local_registration_id()?,
+            remote_registration_id: message.registration_id,
+            base_key: message.base_key,
+            created_at: unix_now(),
+        },
         &shared_secret,
-        message.base_key,
         signed_prekey.key_pair().clone(),
-        unix_now(),
     );
     let (plaintext, update) = state.decrypt(&message.message)?;
     state.apply(update);

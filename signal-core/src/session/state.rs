@@ -35,6 +35,17 @@ pub(crate) struct PendingPreKey {
     pub(crate) kem_ciphertext: Box<[u8; KEM_CIPHERTEXT_LEN]>,
 }
 
+/// Who the two parties of a new session are.
+pub(crate) struct Parties {
+    pub(crate) local_identity: IdentityKey,
+    pub(crate) remote_identity: IdentityKey,
+    pub(crate) local_registration_id: u32,
+    pub(crate) remote_registration_id: u32,
+    /// The initiator's PQXDH base key.
+    pub(crate) base_key: DhPublicKey,
+    pub(crate) created_at: Timestamp,
+}
+
 /// The state of one session. Secret: it holds the root key, chain keys and skipped
 /// message keys. Its `Debug` prints only counters.
 #[derive(Clone)]
@@ -97,67 +108,75 @@ pub struct SessionInfo {
 impl SessionState {
     /// Alice's state after PQXDH: she sends first, on a chain derived from a fresh ratchet
     /// key and Bob's signed prekey.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new_initiator(
-        local_identity: IdentityKey,
-        remote_identity: IdentityKey,
-        local_registration_id: u32,
-        remote_registration_id: u32,
+        parties: Parties,
         shared_secret: &[u8; 32],
-        base_key: DhPublicKey,
         their_signed_prekey: DhPublicKey,
         pending: PendingPreKey,
-        created_at: Timestamp,
     ) -> Result<Self, CryptoError> {
         let our_ratchet = DhKeyPair::generate()?;
         let dh = our_ratchet.agree(&their_signed_prekey)?;
         let (root_key, sending) = RootKey::new(*shared_secret).step(&dh);
-        Ok(Self {
-            ad: associated_data(&local_identity, &remote_identity),
-            local_identity,
-            remote_identity,
-            initiator: true,
-            local_registration_id,
-            remote_registration_id,
-            base_key,
-            created_at,
+        Ok(Self::from_parts(
+            parties,
+            true,
             root_key,
             our_ratchet,
-            sending_chain: Some(sending),
-            previous_counter: 0,
-            remote_ratchet: Some(their_signed_prekey),
-            receivers: VecDeque::new(),
-            pending_prekey: Some(pending),
-        })
+            Some(sending),
+            Some(their_signed_prekey),
+            Some(pending),
+        ))
     }
 
     /// Bob's state after PQXDH: his signed prekey is his first ratchet key.
     pub(crate) fn new_responder(
-        local_identity: IdentityKey,
-        remote_identity: IdentityKey,
-        local_registration_id: u32,
-        remote_registration_id: u32,
+        parties: Parties,
         shared_secret: &[u8; 32],
-        base_key: DhPublicKey,
         our_signed_prekey: DhKeyPair,
-        created_at: Timestamp,
     ) -> Self {
+        Self::from_parts(
+            parties,
+            false,
+            RootKey::new(*shared_secret),
+            our_signed_prekey,
+            None,
+            None,
+            None,
+        )
+    }
+
+    fn from_parts(
+        p: Parties,
+        initiator: bool,
+        root_key: RootKey,
+        our_ratchet: DhKeyPair,
+        sending_chain: Option<ChainKey>,
+        remote_ratchet: Option<DhPublicKey>,
+        pending_prekey: Option<PendingPreKey>,
+    ) -> Self {
+        let local = (&p.local_identity, p.local_registration_id);
+        let remote = (&p.remote_identity, p.remote_registration_id);
+        let ad = if initiator {
+            associated_data(local, remote)
+        } else {
+            associated_data(remote, local)
+        };
         Self {
-            ad: associated_data(&remote_identity, &local_identity),
-            local_identity,
-            remote_identity,
-            initiator: false,
-            local_registration_id,
-            remote_registration_id,
-            base_key,
-            created_at,
-            root_key: RootKey::new(*shared_secret),
-            our_ratchet: our_signed_prekey,
-            sending_chain: None,
+            ad,
+            local_identity: p.local_identity,
+            remote_identity: p.remote_identity,
+            initiator,
+            local_registration_id: p.local_registration_id,
+            remote_registration_id: p.remote_registration_id,
+            base_key: p.base_key,
+            created_at: p.created_at,
+            root_key,
+            our_ratchet,
+            sending_chain,
             previous_counter: 0,
-            remote_ratchet: None,
+            remote_ratchet,
             receivers: VecDeque::new(),
-            pending_prekey: None,
+            pending_prekey,
         }
     }
 
@@ -337,11 +356,11 @@ impl SessionState {
                 chain,
                 previous,
             } => {
-                if let Some((idx, next, keys)) = previous {
-                    if let Some(c) = self.receivers.get_mut(idx) {
-                        c.chain = next;
-                        c.push_skipped(keys);
-                    }
+                if let Some((idx, next, keys)) = previous
+                    && let Some(c) = self.receivers.get_mut(idx)
+                {
+                    c.chain = next;
+                    c.push_skipped(keys);
                 }
                 self.remote_ratchet = Some(chain.ratchet_key);
                 self.receivers.push_back(chain);
@@ -468,28 +487,25 @@ impl SessionState {
         } else {
             None
         };
-        let ad = if initiator {
-            associated_data(&local_identity, &remote_identity)
-        } else {
-            associated_data(&remote_identity, &local_identity)
-        };
-        Ok(Self {
-            local_identity,
-            remote_identity,
+        let mut state = Self::from_parts(
+            Parties {
+                local_identity,
+                remote_identity,
+                local_registration_id,
+                remote_registration_id,
+                base_key,
+                created_at,
+            },
             initiator,
-            ad,
-            local_registration_id,
-            remote_registration_id,
-            base_key,
-            created_at,
             root_key,
             our_ratchet,
             sending_chain,
-            previous_counter,
             remote_ratchet,
-            receivers,
             pending_prekey,
-        })
+        );
+        state.previous_counter = previous_counter;
+        state.receivers = receivers;
+        Ok(state)
     }
 
     /// Our registration id as recorded at session creation.

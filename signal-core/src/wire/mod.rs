@@ -113,6 +113,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[allow(dead_code)] // used by the sender-key messages
     /// Reads a `u32` length prefix bounded by `limit`, then that many bytes. The bound is
     /// checked before the slice is taken, so a huge declared length allocates nothing.
     pub(crate) fn var_bytes(&mut self, limit: usize) -> Result<&'a [u8], DecodeError> {
@@ -181,10 +182,6 @@ impl Writer {
         Self { buf }
     }
 
-    pub(crate) fn u8(&mut self, v: u8) {
-        self.buf.push(v);
-    }
-
     pub(crate) fn u32(&mut self, v: u32) {
         self.buf.extend_from_slice(&v.to_be_bytes());
     }
@@ -201,6 +198,7 @@ impl Writer {
         self.buf.extend_from_slice(v);
     }
 
+    #[allow(dead_code)] // used by the sender-key messages
     /// A `u32` length prefix and the bytes. Callers only pass lengths they have bounded.
     pub(crate) fn var_bytes(&mut self, v: &[u8]) {
         self.u32(len_u32(v.len()));

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace. Works on a fresh machine with the Rust toolchain:
+# it installs or starts whatever the tests need, and fails loudly if it cannot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Property tests: at least 1,000 cases each unless the caller asks for more.
+export PROPTEST_CASES="${PROPTEST_CASES:-1000}"
+
+# Unit, integration and doc tests; benches and examples are built and run once in
+# test mode so they cannot rot.
+cargo test --workspace --all-targets
+cargo test --workspace --doc
