@@ -1,5 +1,9 @@
-//! Message keys: `HKDF-SHA256(salt = 0^32, ikm = MK, info, 44)` → AES-256 key ‖ GCM nonce,
-//! and the AES-256-GCM encryption of one message.
+//! Message keys: `HKDF-Expand-SHA256(PRK = MK, info, 44)` → AES-256 key ‖ GCM nonce, and
+//! the AES-256-GCM encryption of one message.
+//!
+//! `MK` is an HMAC-SHA256 output, already a uniformly random 32-byte key, so the
+//! HKDF-Extract step is skipped as RFC 5869 §3.3 allows; this halves the hashing per
+//! message.
 
 use aes_gcm::aead::inout::InOutBuf;
 use aes_gcm::aead::{Nonce, Tag};
@@ -36,10 +40,12 @@ impl MessageKeySeed {
 
     /// Expands to the AEAD key and nonce with `info`.
     pub(crate) fn expand(&self, info: &[u8]) -> MessageKeys {
-        let hk = Hkdf::<Sha256>::new(None, &self.seed);
         let mut okm = zeroize::Zeroizing::new([0u8; 44]);
-        // 44 bytes is below HKDF-SHA256's maximum output: expand cannot fail.
-        let _ = hk.expand(info, &mut okm[..]);
+        // A 32-byte PRK is accepted (≥ the hash length) and 44 bytes is below the maximum
+        // output, so neither step can fail.
+        if let Ok(hk) = Hkdf::<Sha256>::from_prk(&self.seed) {
+            let _ = hk.expand(info, &mut okm[..]);
+        }
         let mut keys = MessageKeys {
             key: [0u8; 32],
             nonce: [0u8; 12],
