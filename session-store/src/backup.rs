@@ -111,7 +111,8 @@ impl SqlStore {
         refuse_existing(dest)?;
         let salt = read_salt(backup)?;
         let key = BACKUP_KDF.derive(passphrase, &salt)?;
-        let source = open_keyed(backup, Some(&key), false)?;
+        // CREATE only lets the attached destination be created; the backup exists.
+        let source = open_keyed(backup, Some(&key), true)?;
         let version: i64 = source
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
             .map_err(sql)?;

@@ -118,3 +118,70 @@ pub(crate) fn migrate_to(tx: &Transaction<'_>, target: u32) -> Result<(), StoreE
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rusqlite::Connection;
+    use signal_core::prekey::{KemPreKeyRecord, PreKeyBundle, SignedPreKeyRecord};
+    use signal_core::store::{InMemoryStore, KemPreKeyStore, SessionStore, SignedPreKeyStore};
+    use signal_core::{Address, IdentityKeyPair, session};
+
+    /// Writes `tests/fixtures/v1.db`: a version-1 database of "alice" holding her
+    /// identity, Bob's identity and a session with Bob, keyed with the tests' raw key
+    /// (`tests/common/mod.rs`, `KEY_HEX`). Run with
+    /// `cargo test -p session-store write_v1_fixture -- --ignored` after deleting the
+    /// old fixture; the file is checked in.
+    #[test]
+    #[ignore = "regenerates a checked-in fixture"]
+    fn write_v1_fixture() {
+        const KEY_HEX: &str = "5f3c1a7e9b2d4c6f8a0e1d3b5c7a9f2e4d6c8b0a1f3e5d7c9b2a4f6e8d0c1b3a";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1.db");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        assert!(!path.exists(), "delete the old fixture first");
+
+        let bob_id = IdentityKeyPair::generate().unwrap();
+        let mut bob = InMemoryStore::new(bob_id.clone(), 2);
+        let spk = SignedPreKeyRecord::generate(&bob_id, 2, 1, 1_700_000_000).unwrap();
+        let kem = KemPreKeyRecord::generate(&bob_id, 1, 1_700_000_000, true).unwrap();
+        bob.store_signed_prekey(&spk).unwrap();
+        bob.store_kem_prekey(&kem).unwrap();
+        let bundle = PreKeyBundle {
+            registration_id: 2,
+            identity: *bob_id.public(),
+            signed_prekey: spk.public().clone(),
+            one_time_prekey: None,
+            kem_prekey: kem.public().clone(),
+        };
+        let alice_id = IdentityKeyPair::generate().unwrap();
+        let mut alice = InMemoryStore::new(alice_id.clone(), 1);
+        let bob_addr = Address::new("bob", 1).unwrap();
+        session::initiate(&mut alice, &bob_addr, &bundle.verify().unwrap()).unwrap();
+        session::encrypt(&mut alice, &bob_addr, b"fixture").unwrap();
+        let record = alice.load_session(&bob_addr).unwrap().unwrap();
+
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!("PRAGMA key = \"x'{KEY_HEX}'\";"))
+            .unwrap();
+        let tx = conn.transaction().unwrap();
+        migrate_to(&tx, 1).unwrap();
+        tx.execute(
+            "INSERT INTO local_identity (id, key_pair, registration_id) VALUES (0, ?1, 1)",
+            [&alice_id.to_secret_bytes()[..]],
+        )
+        .unwrap();
+        tx.execute(
+            "INSERT INTO remote_identities (user, device, identity) VALUES ('bob', 1, ?1)",
+            [&bob_id.public().encode()[..]],
+        )
+        .unwrap();
+        tx.execute(
+            "INSERT INTO sessions (user, device, record) VALUES ('bob', 1, ?1)",
+            [&record.encode()[..]],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        conn.execute_batch("VACUUM;").unwrap();
+    }
+}
