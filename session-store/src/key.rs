@@ -411,6 +411,7 @@ fn decode_hex(text: &str, out: &mut [u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

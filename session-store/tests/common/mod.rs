@@ -106,7 +106,7 @@ pub fn receive(
     Ok(())
 }
 
-fn rusqlite_params<'a>(id: u64, body: &'a [u8]) -> (i64, &'a [u8]) {
+fn rusqlite_params(id: u64, body: &[u8]) -> (i64, &[u8]) {
     (i64::try_from(id).unwrap(), body)
 }
 
