@@ -48,12 +48,12 @@ impl PreKeyBundle {
                 item: SignedItem::SignedPreKey,
             });
         }
-        if let Some(opk) = &self.one_time_prekey {
-            if !opk.verify(&self.identity) {
-                return Err(BundleError::BadSignature {
-                    item: SignedItem::OneTimePreKey,
-                });
-            }
+        if let Some(opk) = &self.one_time_prekey
+            && !opk.verify(&self.identity)
+        {
+            return Err(BundleError::BadSignature {
+                item: SignedItem::OneTimePreKey,
+            });
         }
         if !self.kem_prekey.verify(&self.identity) {
             return Err(BundleError::BadSignature {

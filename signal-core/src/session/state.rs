@@ -132,6 +132,7 @@ impl SessionState {
     }
 
     /// Bob's state after PQXDH: his signed prekey is his first ratchet key.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new_responder(
         local_identity: IdentityKey,
         remote_identity: IdentityKey,
@@ -337,11 +338,11 @@ impl SessionState {
                 chain,
                 previous,
             } => {
-                if let Some((idx, next, keys)) = previous {
-                    if let Some(c) = self.receivers.get_mut(idx) {
-                        c.chain = next;
-                        c.push_skipped(keys);
-                    }
+                if let Some((idx, next, keys)) = previous
+                    && let Some(c) = self.receivers.get_mut(idx)
+                {
+                    c.chain = next;
+                    c.push_skipped(keys);
                 }
                 self.remote_ratchet = Some(chain.ratchet_key);
                 self.receivers.push_back(chain);

@@ -115,6 +115,7 @@ impl<'a> Reader<'a> {
 
     /// Reads a `u32` length prefix bounded by `limit`, then that many bytes. The bound is
     /// checked before the slice is taken, so a huge declared length allocates nothing.
+    #[allow(dead_code)]
     pub(crate) fn var_bytes(&mut self, limit: usize) -> Result<&'a [u8], DecodeError> {
         let len = self.u32()? as usize;
         if len > limit {
@@ -181,6 +182,7 @@ impl Writer {
         Self { buf }
     }
 
+    #[allow(dead_code)]
     pub(crate) fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }
@@ -202,6 +204,7 @@ impl Writer {
     }
 
     /// A `u32` length prefix and the bytes. Callers only pass lengths they have bounded.
+    #[allow(dead_code)]
     pub(crate) fn var_bytes(&mut self, v: &[u8]) {
         self.u32(len_u32(v.len()));
         self.buf.extend_from_slice(v);

@@ -1,0 +1,313 @@
+//! Sender-key operations: create, rotate and distribute a chain, process a received
+//! distribution message, encrypt, decrypt.
+//!
+//! Decryption follows the 1:1 flow: parse → verify the signature → derive the message
+//! key without changing anything → AEAD-open → return the plaintext with a
+//! [`SenderKeyUpdate`] the caller commits. A message that fails any check changes
+//! nothing.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+
+use ed25519_dalek::{Signature, Signer, SigningKey};
+use zeroize::Zeroizing;
+
+use crate::address::Address;
+use crate::error::{CryptoError, GroupError, SessionError, StoreError};
+use crate::identity::SIGNATURE_LEN;
+use crate::limits::MAX_PLAINTEXT_LEN;
+use crate::random;
+use crate::ratchet::ChainKey;
+use crate::ratchet::receiver_chain::advance_to;
+use crate::store::SenderKeyStore;
+use crate::wire::{Writer, kind};
+
+use super::message::{HEADER_LEN, SenderKeyMessage};
+use super::sender_key::{SenderChainState, SenderKeyRecord, SenderKeyUpdate};
+use super::{GroupId, SenderKeyDistributionMessage};
+
+/// HKDF info for sender-key message keys (distinct from the 1:1 info string).
+pub const SENDER_KEY_INFO: &[u8] = b"signal-core v1 sender key message keys";
+
+fn distribution_of(group: &GroupId, state: &SenderChainState) -> SenderKeyDistributionMessage {
+    SenderKeyDistributionMessage {
+        group: *group,
+        chain_id: state.chain_id,
+        iteration: state.chain.index(),
+        chain_key: Zeroizing::new(*state.chain.key_bytes()),
+        signing_public: state.signing_public,
+    }
+}
+
+/// A fresh sending chain: random chain key, random signing key, iteration 0, and a
+/// random chain id different from every id in `previous`.
+fn fresh_chain(previous: Option<&SenderKeyRecord>) -> Result<SenderChainState, CryptoError> {
+    let chain_id = loop {
+        let id = u32::from_be_bytes(random::bytes()?);
+        if previous.is_none_or(|r| r.state(id).is_none()) {
+            break id;
+        }
+    };
+    let signing = SigningKey::from_bytes(&Zeroizing::new(random::bytes::<32>()?));
+    Ok(SenderChainState {
+        chain_id,
+        chain: ChainKey::new(*Zeroizing::new(random::bytes::<32>()?), 0),
+        signing_public: signing.verifying_key(),
+        signing_secret: Some(signing),
+        skipped: VecDeque::new(),
+    })
+}
+
+/// The distribution message for this device's sending chain in `group`, at the
+/// chain's current iteration (a receiver cannot read earlier messages). Creates the
+/// chain if there is none.
+pub fn create_distribution<S: SenderKeyStore + ?Sized>(
+    store: &mut S,
+    group: &GroupId,
+    own: &Address,
+) -> Result<SenderKeyDistributionMessage, GroupError> {
+    if let Some(record) = store.load_sender_key(group, own)?
+        && let Some(state) = record.newest().filter(|s| s.signing_secret.is_some())
+    {
+        return Ok(distribution_of(group, state));
+    }
+    rotate(store, group, own)
+}
+
+/// Replaces this device's sending chain in `group` with a fresh one (new chain id,
+/// chain key and signing key) and returns its distribution message. The old chain's
+/// keys are deleted: nothing more is ever sent on it.
+pub fn rotate<S: SenderKeyStore + ?Sized>(
+    store: &mut S,
+    group: &GroupId,
+    own: &Address,
+) -> Result<SenderKeyDistributionMessage, GroupError> {
+    let previous = store.load_sender_key(group, own)?.map(Cow::into_owned);
+    let state = fresh_chain(previous.as_ref())?;
+    let message = distribution_of(group, &state);
+    let mut record = SenderKeyRecord::default();
+    record.push_newest(state);
+    store.store_sender_key(group, own, record)?;
+    Ok(message)
+}
+
+/// Records a chain that `sender` distributed to us. `sender` must be the peer of the
+/// authenticated 1:1 session the message arrived on.
+///
+/// A chain id we already hold with the same signing key is left as it is (a repeated
+/// distribution never moves a chain backwards); with a different signing key it is
+/// refused with [`GroupError::ChainConflict`]. A new chain becomes the newest state;
+/// older chains stay (up to [`crate::limits::MAX_SENDER_KEY_STATES`]) so messages sent
+/// on them still decrypt.
+pub fn process_distribution<S: SenderKeyStore + ?Sized>(
+    store: &mut S,
+    sender: &Address,
+    message: &SenderKeyDistributionMessage,
+) -> Result<(), GroupError> {
+    let mut record = store
+        .load_sender_key(&message.group, sender)?
+        .map(Cow::into_owned)
+        .unwrap_or_default();
+    if let Some(existing) = record.state(message.chain_id) {
+        if existing.signing_public == message.signing_public {
+            return Ok(());
+        }
+        return Err(GroupError::ChainConflict {
+            chain_id: message.chain_id,
+        });
+    }
+    record.push_newest(SenderChainState {
+        chain_id: message.chain_id,
+        chain: ChainKey::new(*message.chain_key, message.iteration),
+        signing_public: message.signing_public,
+        signing_secret: None,
+        skipped: VecDeque::new(),
+    });
+    store.store_sender_key(&message.group, sender, record)?;
+    Ok(())
+}
+
+/// Encrypts `plaintext` to `group` on this device's sending chain and commits the
+/// advanced chain **before** returning, so a message key is never used twice.
+///
+/// Fails with [`GroupError::NoSenderKey`] if this device has no chain yet (call
+/// [`create_distribution`] and distribute it first).
+pub fn encrypt<S: SenderKeyStore + ?Sized>(
+    store: &mut S,
+    group: &GroupId,
+    own: &Address,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, GroupError> {
+    if plaintext.len() > MAX_PLAINTEXT_LEN {
+        return Err(CryptoError::PlaintextTooLong {
+            length: plaintext.len(),
+            limit: MAX_PLAINTEXT_LEN,
+        }
+        .into());
+    }
+    let no_key = || GroupError::NoSenderKey {
+        sender: own.clone(),
+    };
+    let (out, update) = {
+        let record = store.load_sender_key(group, own)?.ok_or_else(no_key)?;
+        let state = record.newest().ok_or_else(no_key)?;
+        let signing = state.signing_secret.as_ref().ok_or_else(no_key)?;
+        let iteration = state.chain.index();
+        if iteration == u32::MAX {
+            return Err(GroupError::ChainExhausted {
+                chain_id: state.chain_id,
+            });
+        }
+        let (seed, next) = state.chain.step();
+        let mut w = Writer::new(
+            kind::SENDER_KEY_MESSAGE,
+            HEADER_LEN + plaintext.len() + 16 + SIGNATURE_LEN,
+        );
+        w.u32(state.chain_id);
+        w.u32(iteration);
+        let mut buf = w.into_vec();
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&buf[..HEADER_LEN]);
+        buf.extend_from_slice(plaintext);
+        seed.expand(SENDER_KEY_INFO)
+            .seal(&header, &mut buf, HEADER_LEN);
+        let signature = signing.sign(&buf);
+        buf.extend_from_slice(&signature.to_bytes());
+        (
+            buf,
+            SenderKeyUpdate::advanced(state.chain_id, iteration, next, Vec::new()),
+        )
+    };
+    store.update_sender_key(group, own, &update)?;
+    Ok(out)
+}
+
+/// A decrypted group message and the chain update that goes with it, not yet
+/// committed. Dropping it without [`commit`] leaves the state as it was.
+pub struct GroupDecrypted {
+    plaintext: Zeroizing<Vec<u8>>,
+    group: GroupId,
+    sender: Address,
+    update: SenderKeyUpdate,
+}
+
+impl GroupDecrypted {
+    /// The plaintext.
+    pub fn plaintext(&self) -> &[u8] {
+        &self.plaintext
+    }
+
+    /// The sender device.
+    pub fn sender(&self) -> &Address {
+        &self.sender
+    }
+
+    /// Splits into the plaintext and the update to apply with
+    /// [`SenderKeyStore::update_sender_key`].
+    pub fn into_parts(self) -> (Zeroizing<Vec<u8>>, SenderKeyUpdate) {
+        (self.plaintext, self.update)
+    }
+}
+
+impl core::fmt::Debug for GroupDecrypted {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("GroupDecrypted")
+            .field("plaintext_len", &self.plaintext.len())
+            .field("group", &self.group)
+            .field("sender", &self.sender)
+            .field("update", &self.update)
+            .finish()
+    }
+}
+
+/// Decrypts a group message from `sender` without writing anything.
+///
+/// Order of checks: decode; the chain id must name a chain we hold for this sender
+/// ([`GroupError::UnknownChain`]); the signature must verify strictly under that
+/// chain's key ([`GroupError::BadSignature`]); an iteration below the chain must have a
+/// stored skipped key ([`GroupError::DuplicateMessage`]); one above must be within
+/// [`crate::limits::MAX_FORWARD_JUMP`] ([`GroupError::TooFarAhead`]); then the AEAD
+/// ([`GroupError::InvalidMessage`]).
+pub fn decrypt<S: SenderKeyStore + ?Sized>(
+    store: &S,
+    group: &GroupId,
+    sender: &Address,
+    bytes: &[u8],
+) -> Result<GroupDecrypted, GroupError> {
+    let message = SenderKeyMessage::parse(bytes)?;
+    let record = store
+        .load_sender_key(group, sender)?
+        .ok_or_else(|| GroupError::NoSenderKey {
+            sender: sender.clone(),
+        })?;
+    let state = record
+        .state(message.chain_id)
+        .ok_or(GroupError::UnknownChain {
+            chain_id: message.chain_id,
+        })?;
+    let signature = Signature::from_bytes(&message.signature);
+    state
+        .signing_public
+        .verify_strict(message.signed, &signature)
+        .map_err(|_| GroupError::BadSignature)?;
+
+    let iteration = message.iteration;
+    let (seed, update) = if iteration < state.chain.index() {
+        let pos = state
+            .find_skipped(iteration)
+            .ok_or(GroupError::DuplicateMessage { iteration })?;
+        (
+            state.skipped[pos].clone(),
+            SenderKeyUpdate::used_skipped(state.chain_id, iteration),
+        )
+    } else {
+        let advance = advance_to(&state.chain, iteration).map_err(|e| match e {
+            SessionError::TooFarAhead { jump, limit, .. } => GroupError::TooFarAhead {
+                iteration,
+                jump,
+                limit,
+            },
+            _ => GroupError::InvalidMessage,
+        })?;
+        (
+            advance.key,
+            SenderKeyUpdate::advanced(
+                state.chain_id,
+                state.chain.index(),
+                advance.next,
+                advance.skipped,
+            ),
+        )
+    };
+    let plaintext = seed
+        .expand(SENDER_KEY_INFO)
+        .open(message.header, message.ciphertext)
+        .ok_or(GroupError::InvalidMessage)?;
+    Ok(GroupDecrypted {
+        plaintext,
+        group: *group,
+        sender: sender.clone(),
+        update,
+    })
+}
+
+/// Applies a decryption's update. Fails with [`StoreError::Conflict`] (changing
+/// nothing) if the same state was already advanced by another decryption.
+pub fn commit<S: SenderKeyStore + ?Sized>(
+    store: &mut S,
+    decrypted: GroupDecrypted,
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    store.update_sender_key(&decrypted.group, &decrypted.sender, &decrypted.update)?;
+    Ok(decrypted.plaintext)
+}
+
+/// [`decrypt`], then [`commit`]; returns the plaintext only once the update is stored.
+pub fn decrypt_and_commit<S: SenderKeyStore + ?Sized>(
+    store: &mut S,
+    group: &GroupId,
+    sender: &Address,
+    bytes: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, GroupError> {
+    let decrypted = decrypt(store, group, sender, bytes)?;
+    Ok(commit(store, decrypted)?)
+}
