@@ -26,6 +26,24 @@ pub fn register(c: &mut Criterion) {
     bench_group_encrypt(c);
     bench_group_decrypt(c);
     bench_group_fanout(c);
+    bench_ed25519_floor(c);
+}
+
+/// The floor the group benches sit on: one Ed25519 sign and one strict verify of a
+/// 126-byte message (the signed part of a 100 B group message), nothing else.
+fn bench_ed25519_floor(c: &mut Criterion) {
+    use ed25519_dalek::{Signer, SigningKey};
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let public = key.verifying_key();
+    let message = [0x42u8; 126];
+    c.bench_function("group_ed25519_sign_verify_floor", |b| {
+        b.iter(|| {
+            let sig = key.sign(black_box(&message));
+            public
+                .verify_strict(black_box(&message), &sig)
+                .expect("verify");
+        });
+    });
 }
 
 fn device(user: &str, id: u32) -> (Address, InMemoryStore) {

@@ -411,3 +411,40 @@ fn a_decryption_commits_only_once() {
         Err(signal_core::StoreError::Conflict { .. })
     ));
 }
+
+#[test]
+fn at_most_max_sender_key_states_chains_are_kept() {
+    use signal_core::limits::MAX_SENDER_KEY_STATES;
+    let group = GroupId::generate().unwrap();
+    let mut all = members(&[1, 1]);
+    let alice = all[0].address.clone();
+    let mut first_messages = Vec::new();
+    for _ in 0..=MAX_SENDER_KEY_STATES {
+        let skdm = group::rotate(&mut all[0].store, &group, &alice).unwrap();
+        hand_out(&mut all, 0, &skdm);
+        first_messages.push(group::encrypt(&mut all[0].store, &group, &alice, b"m").unwrap());
+    }
+    let record = all[1]
+        .store
+        .load_sender_key(&group, &alice)
+        .unwrap()
+        .unwrap()
+        .into_owned();
+    assert_eq!(record.chain_ids().count(), MAX_SENDER_KEY_STATES);
+    // The oldest chain is gone; the other five still decrypt.
+    assert!(matches!(
+        group::decrypt_and_commit(&mut all[1].store, &group, &alice, &first_messages[0]),
+        Err(GroupError::UnknownChain { .. })
+    ));
+    for m in &first_messages[1..] {
+        assert!(group::decrypt_and_commit(&mut all[1].store, &group, &alice, m).is_ok());
+    }
+    // The sender keeps only its newest chain.
+    let own = all[0]
+        .store
+        .load_sender_key(&group, &alice)
+        .unwrap()
+        .unwrap()
+        .into_owned();
+    assert_eq!(own.chain_ids().count(), 1);
+}
