@@ -309,6 +309,10 @@ pub enum GroupError {
         /// The chain id.
         chain_id: u32,
     },
+    /// A distribution message was attributed to this device's own address, whose
+    /// record holds our sending chain; it is refused so our chain cannot be displaced.
+    #[error("distribution message for our own sending chain")]
+    OwnChain,
     /// The sending chain has used every iteration; rotate to a new chain.
     #[error("sender-key chain {chain_id} is exhausted")]
     ChainExhausted {

@@ -153,3 +153,132 @@ fn an_added_member_reads_from_now_on_only() {
         b"welcome dave"
     );
 }
+
+mod removal_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Send(usize),
+        Remove(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            5 => (0usize..64).prop_map(Op::Send),
+            1 => (0usize..64).prop_map(Op::Remove),
+        ]
+    }
+
+    struct Sent {
+        sender: usize,
+        members_then: Vec<String>,
+        bytes: Vec<u8>,
+        text: String,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Random sends and removals over real 1:1 sessions, then every message is
+        /// delivered (shuffled, some twice) to every device, including removed ones. A
+        /// device decrypts a message exactly once iff its user was a member when it
+        /// was sent and the sender was not removed since; everything else fails.
+        #[test]
+        fn removal_cuts_off_exactly_the_removed(
+            device_counts in prop::collection::vec(1u32..=2, 3..=5),
+            ops in prop::collection::vec(op(), 1..16),
+            order_seed in any::<u64>(),
+        ) {
+            let group = new_group();
+            let mut devices = Vec::new();
+            for (u, &count) in device_counts.iter().enumerate() {
+                for d in 1..=count {
+                    devices.push(Device::new(&format!("user{u}"), d, (u as u32 + 1) * 10 + d));
+                }
+            }
+            connect_all(&mut devices);
+            let users = all_users(&devices);
+            for i in 0..devices.len() {
+                let own = devices[i].address.clone();
+                let out = group::distribute(&mut devices[i].store, &group, &own, &users).unwrap();
+                deliver_fanout(&mut devices, &own, &out);
+            }
+            let mut members: Vec<String> = users.iter().map(|u| u.user.clone()).collect();
+            // For each user, the removals its devices processed (while still a member).
+            let mut processed: std::collections::HashMap<String, Vec<String>> =
+                std::collections::HashMap::new();
+            let mut sent = Vec::new();
+            for (k, op) in ops.iter().enumerate() {
+                match *op {
+                    Op::Send(s) => {
+                        let s = s % devices.len();
+                        if !members.iter().any(|m| m == devices[s].address.user()) {
+                            continue;
+                        }
+                        let text = format!("{k}");
+                        let (_, bytes) = send(&mut devices, s, &group, &text);
+                        sent.push(Sent { sender: s, members_then: members.clone(), bytes, text });
+                    }
+                    Op::Remove(u) => {
+                        if members.len() <= 2 {
+                            continue;
+                        }
+                        let gone = members.remove(u % members.len());
+                        for m in &members {
+                            processed.entry(m.clone()).or_default().push(gone.clone());
+                        }
+                        let remaining: Vec<_> = all_users(&devices)
+                            .into_iter()
+                            .filter(|x| members.contains(&x.user))
+                            .collect();
+                        for i in 0..devices.len() {
+                            if !members.iter().any(|m| m == devices[i].address.user()) {
+                                continue;
+                            }
+                            let own = devices[i].address.clone();
+                            let out = group::remove_member(
+                                &mut devices[i].store, &group, &own, &gone, &remaining,
+                            ).unwrap();
+                            let got = deliver_fanout(&mut devices, &own, &out);
+                            prop_assert!(got.iter().all(|a| members.iter().any(|m| m == a.user())));
+                        }
+                    }
+                }
+            }
+            let addresses: Vec<Address> = devices.iter().map(|d| d.address.clone()).collect();
+            let mut state = order_seed | 1;
+            for (r, device) in devices.iter_mut().enumerate() {
+                let mut order: Vec<usize> = (0..sent.len()).flat_map(|k| [k, k]).collect();
+                for i in (1..order.len()).rev() {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    order.swap(i, (state % (i as u64 + 1)) as usize);
+                }
+                let mut seen = vec![false; sent.len()];
+                for k in order {
+                    let m = &sent[k];
+                    if m.sender == r {
+                        continue;
+                    }
+                    let from = addresses[m.sender].clone();
+                    let result = group::decrypt_and_commit(&mut device.store, &group, &from, &m.bytes);
+                    let user = device.address.user().to_owned();
+                    let sender_removed_for_us = processed
+                        .get(&user)
+                        .is_some_and(|r| r.iter().any(|g| g == from.user()));
+                    let readable = m.members_then.contains(&user) && !sender_removed_for_us;
+                    if readable && !seen[k] {
+                        let plaintext = result.unwrap();
+                        prop_assert_eq!(plaintext.as_slice(), m.text.as_bytes());
+                        seen[k] = true;
+                    } else {
+                        prop_assert!(result.is_err());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -92,7 +92,8 @@ pub fn rotate<S: SenderKeyStore + ?Sized>(
 }
 
 /// Records a chain that `sender` distributed to us. `sender` must be the peer of the
-/// authenticated 1:1 session the message arrived on.
+/// authenticated 1:1 session the message arrived on; a message attributed to this
+/// device's own address is refused ([`GroupError::OwnChain`]).
 ///
 /// A chain id we already hold with the same signing key is left as it is (a repeated
 /// distribution never moves a chain backwards); with a different signing key it is
@@ -108,6 +109,9 @@ pub fn process_distribution<S: SenderKeyStore + ?Sized>(
         .load_sender_key(&message.group, sender)?
         .map(Cow::into_owned)
         .unwrap_or_default();
+    if record.states.iter().any(|s| s.signing_secret.is_some()) {
+        return Err(GroupError::OwnChain);
+    }
     if let Some(existing) = record.state(message.chain_id) {
         if existing.signing_public == message.signing_public {
             return Ok(());
@@ -386,6 +390,18 @@ mod tests {
         wrong[1] = kind::SENDER_KEY_MESSAGE;
         wrong[0] = 2;
         assert!(SenderKeyMessage::parse(&wrong).is_err());
+    }
+
+    #[test]
+    fn our_own_chain_cannot_be_displaced() {
+        let (group, own, mut store) = vector_store();
+        let mut other = InMemoryStore::new(IdentityKeyPair::generate().unwrap(), 3);
+        let foreign = create_distribution(&mut other, &group, &own).unwrap();
+        assert!(matches!(
+            process_distribution(&mut store, &own, &foreign),
+            Err(GroupError::OwnChain)
+        ));
+        assert!(encrypt(&mut store, &group, &own, b"still mine").is_ok());
     }
 
     #[test]
