@@ -12,14 +12,16 @@
 //!   identity** (the device was re-registered with new keys) has its session archived
 //!   and is reported in [`FanOut::stale`] and [`FanOut::missing_sessions`];
 //! - a listed device **without** a current session is reported in
-//!   [`FanOut::missing_sessions`]: fetch its bundle, [`crate::session::initiate`], and
-//!   encrypt for it with [`encrypt_for_devices`].
+//!   [`FanOut::missing_sessions`]: fetch its bundle and call
+//!   [`encrypt_with_new_sessions`] (or [`crate::session::initiate`] and
+//!   [`encrypt_for_devices`]).
 //!
 //! The sending device itself is always skipped.
 
 use crate::address::Address;
 use crate::error::SessionError;
 use crate::identity::IdentityKey;
+use crate::prekey::VerifiedBundle;
 use crate::session::{self, SessionRecord};
 use crate::store::{ProtocolStore, SessionCommit};
 
@@ -141,6 +143,29 @@ pub fn encrypt_for_devices<S: ProtocolStore + ?Sized>(
         match registration_id {
             Some(id) => targets.push((address.clone(), id)),
             None => out.missing_sessions.push(address.clone()),
+        }
+    }
+    encrypt_into(store, &targets, plaintext, &mut out)?;
+    Ok(out)
+}
+
+/// Starts a session with each device from its verified bundle (fetched for
+/// [`FanOut::missing_sessions`]) and encrypts `plaintext` for it. A device whose
+/// session cannot be started (for example [`SessionError::UntrustedIdentity`] for a
+/// re-registered device whose new identity the caller has not accepted) is reported in
+/// [`FanOut::failed`].
+pub fn encrypt_with_new_sessions<S: ProtocolStore + ?Sized>(
+    store: &mut S,
+    bundles: &[(Address, VerifiedBundle)],
+    plaintext: &[u8],
+) -> Result<FanOut, SessionError> {
+    let mut out = FanOut::default();
+    let mut targets = Vec::with_capacity(bundles.len());
+    for (address, bundle) in bundles {
+        match session::initiate(store, address, bundle) {
+            Ok(()) => targets.push((address.clone(), bundle.bundle().registration_id)),
+            Err(e @ SessionError::Store(_)) => return Err(e),
+            Err(e) => out.failed.push((address.clone(), e)),
         }
     }
     encrypt_into(store, &targets, plaintext, &mut out)?;

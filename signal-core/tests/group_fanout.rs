@@ -106,17 +106,28 @@ fn three_devices_send_to_two_devices() {
         &old_identity
     );
 
+    // Without accepting bob.1's new identity, starting its session is refused.
+    let bundle = b[0].bundle.clone().verify().unwrap();
+    let refused =
+        fanout::encrypt_with_new_sessions(&mut a[0].store, &[(b[0].address.clone(), bundle)], b"x")
+            .unwrap();
+    assert!(matches!(
+        refused.failed.as_slice(),
+        [(_, SessionError::UntrustedIdentity { .. })]
+    ));
     // The caller fetches bundles, accepts bob.1's new identity, starts sessions and
     // sends to the missing devices.
     a[0].store
         .save_identity(&b[0].address, b[0].identity.public())
         .unwrap();
-    for d in [0, 2] {
-        let bundle = b[d].bundle.clone().verify().unwrap();
-        session::initiate(&mut a[0].store, &b[d].address, &bundle).unwrap();
-    }
+    let bundles: Vec<_> = [0, 2]
+        .iter()
+        .map(|&d| (b[d].address.clone(), b[d].bundle.clone().verify().unwrap()))
+        .collect();
     let out =
-        fanout::encrypt_for_devices(&mut a[0].store, &missing, b"after re-registration").unwrap();
+        fanout::encrypt_with_new_sessions(&mut a[0].store, &bundles, b"after re-registration")
+            .unwrap();
+    assert!(out.failed.is_empty());
     assert_eq!(out.messages.len(), 2);
     let (a1, _) = a.split_first_mut().unwrap();
     for m in &out.messages {

@@ -13,6 +13,32 @@
 //! - [`message`]: the group message encoding.
 //! - [`cipher`]: create / rotate / process a chain, encrypt, decrypt.
 //! - [`membership`]: distribution fan-out, adding and removing members.
+//!
+//! ```
+//! use signal_core::group::{self, GroupId, SenderKeyDistributionMessage};
+//! use signal_core::store::InMemoryStore;
+//! use signal_core::{Address, IdentityKeyPair};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let group = GroupId::generate()?;
+//! let (alice, bob) = (Address::new("alice", 1)?, Address::new("bob", 1)?);
+//! let mut alice_store = InMemoryStore::new(IdentityKeyPair::generate()?, 1);
+//! let mut bob_store = InMemoryStore::new(IdentityKeyPair::generate()?, 2);
+//!
+//! // Alice creates her chain; the encoded distribution message travels to Bob over
+//! // their 1:1 session (see `group::distribute`), and Bob records it.
+//! let skdm = group::create_distribution(&mut alice_store, &group, &alice)?.encode();
+//! let skdm = SenderKeyDistributionMessage::decode(&skdm)?;
+//! group::process_distribution(&mut bob_store, &alice, &skdm)?;
+//!
+//! // One ciphertext for the whole group, signed by Alice's chain key.
+//! let wire = group::encrypt(&mut alice_store, &group, &alice, b"hello group")?;
+//! let plaintext = group::decrypt_and_commit(&mut bob_store, &group, &alice, &wire)?;
+//! assert_eq!(&plaintext[..], b"hello group");
+//! // A second delivery is a duplicate.
+//! assert!(group::decrypt_and_commit(&mut bob_store, &group, &alice, &wire).is_err());
+//! # Ok(()) }
+//! ```
 
 pub mod cipher;
 pub mod distribution;
