@@ -7,9 +7,11 @@
 //!   message.
 //! - `encrypt_1MiB`: encryption throughput.
 //!
-//! vodozemac 0.11 runs the same workloads in the same process (`vodozemac_*` ids).
+//! Group benches (`group_*`) live in `group_benches.rs`. vodozemac 0.11 runs the same
+//! workloads in the same process (`vodozemac_*` ids).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod group_benches;
 mod vodozemac_peer;
 
 use std::hint::black_box;
@@ -136,6 +138,7 @@ fn benches(c: &mut Criterion) {
     encrypt_decrypt_100b(c);
     ratchet_step_100b(c);
     encrypt_1mib(c);
+    group_benches::register(c);
     vodozemac_peer::register(c);
 }
 

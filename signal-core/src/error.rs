@@ -247,3 +247,94 @@ pub enum SessionError {
     #[error("pre-key message does not match the session it names")]
     SessionMismatch,
 }
+
+/// A sender-key (group) operation failed.
+///
+/// A failed operation never changes stored state.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    /// The message or distribution message did not decode.
+    #[error("group message does not decode: {0}")]
+    Decode(#[from] DecodeError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A primitive failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// A 1:1 session operation failed while fanning out a distribution message.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// There is no sender-key state for this (group, sender): no distribution message
+    /// was processed, or (when sending) this device has not created its chain yet.
+    #[error("no sender key for {sender} in this group")]
+    NoSenderKey {
+        /// The sender device.
+        sender: Address,
+    },
+    /// The message names a chain we do not hold for this sender (never distributed to
+    /// us, rotated away after our removal, or evicted).
+    #[error("unknown sender-key chain {chain_id}")]
+    UnknownChain {
+        /// The chain id in the message.
+        chain_id: u32,
+    },
+    /// The Ed25519 signature does not verify under the chain's signing key.
+    #[error("sender-key message signature does not verify")]
+    BadSignature,
+    /// The signature verified but the AEAD did not: the message is not valid for the
+    /// chain state we hold.
+    #[error("sender-key message failed authentication")]
+    InvalidMessage,
+    /// The message key for this iteration was already used (a duplicate) or was
+    /// evicted from the skipped-key store.
+    #[error("duplicate group message (iteration {iteration})")]
+    DuplicateMessage {
+        /// The iteration in the message.
+        iteration: u32,
+    },
+    /// The message's iteration is further ahead of the chain than the forward-jump limit.
+    #[error("iteration {iteration} is {jump} ahead of the chain, over the limit {limit}")]
+    TooFarAhead {
+        /// The iteration in the message.
+        iteration: u32,
+        /// How far ahead of the chain's next iteration it is.
+        jump: u32,
+        /// [`crate::limits::MAX_FORWARD_JUMP`].
+        limit: u32,
+    },
+    /// A distribution message reuses a chain id we hold with a different signing key.
+    #[error("sender-key chain {chain_id} already exists with a different signing key")]
+    ChainConflict {
+        /// The chain id.
+        chain_id: u32,
+    },
+    /// A distribution message was attributed to this device's own address, whose
+    /// record holds our sending chain; it is refused so our chain cannot be displaced.
+    #[error("distribution message for our own sending chain")]
+    OwnChain,
+    /// The sending chain has used every iteration; rotate to a new chain.
+    #[error("sender-key chain {chain_id} is exhausted")]
+    ChainExhausted {
+        /// The chain id.
+        chain_id: u32,
+    },
+}
+
+/// Key maintenance ([`crate::maintenance::KeyMaintenance`]) failed. Keys generated
+/// before the failure may already be stored; running maintenance again is safe.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A primitive failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// No free range of prekey ids was found for a new batch.
+    #[error("no free prekey id range of {count} ids found")]
+    NoFreeIds {
+        /// Size of the range needed.
+        count: u32,
+    },
+}

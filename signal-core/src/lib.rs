@@ -43,9 +43,12 @@
 
 pub mod address;
 pub mod error;
+pub mod fanout;
+pub mod group;
 pub mod identity;
 pub mod keys;
 pub mod limits;
+pub mod maintenance;
 pub mod pqxdh;
 pub mod prekey;
 mod random;
@@ -56,6 +59,8 @@ pub mod store;
 pub mod wire;
 
 pub use address::Address;
-pub use error::{BundleError, CryptoError, DecodeError, SessionError, StoreError};
+pub use error::{
+    BundleError, CryptoError, DecodeError, GroupError, MaintenanceError, SessionError, StoreError,
+};
 pub use identity::{IdentityKey, IdentityKeyPair};
 pub use safety_number::SafetyNumber;

@@ -8,6 +8,10 @@ pub const MAX_SKIPPED_KEYS_PER_CHAIN: usize = 2_000;
 /// A message further ahead is refused before any key is derived.
 pub const MAX_FORWARD_JUMP: u32 = 25_000;
 
+/// Sender-key chain states kept per (group, sender); the oldest is evicted (with its
+/// skipped keys) when a distribution message adds one more.
+pub const MAX_SENDER_KEY_STATES: usize = 5;
+
 /// Receiving chains kept per session; the oldest is evicted (with its skipped keys).
 pub const MAX_RECEIVER_CHAINS: usize = 5;
 

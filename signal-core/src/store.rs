@@ -7,10 +7,12 @@
 //! ideally in the same transaction as persisting the plaintext, so a crash can neither
 //! lose a message nor leave a message key usable twice.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use crate::address::Address;
 use crate::error::StoreError;
+use crate::group::{GroupId, SenderKeyRecord, SenderKeyUpdate};
 use crate::identity::{IdentityKey, IdentityKeyPair};
 use crate::keys::DhPublicKey;
 use crate::prekey::{KemPreKeyRecord, OneTimePreKeyRecord, PreKeyId, SignedPreKeyRecord};
@@ -88,6 +90,54 @@ pub trait SessionStore {
     fn delete_session(&mut self, address: &Address) -> Result<(), StoreError>;
 }
 
+/// Sender-key records, one per (group, sender device). See `docs/protocol.md`
+/// §Groups.
+///
+/// Group decryption only reads ([`SenderKeyStore::load_sender_key`]); the change it
+/// makes is a small [`SenderKeyUpdate`] applied by
+/// [`SenderKeyStore::update_sender_key`], so a store that keeps records in memory never
+/// copies a whole record per message.
+pub trait SenderKeyStore {
+    /// The record for `sender` in `group`: borrowed if the store holds it in memory,
+    /// owned (decoded) otherwise.
+    fn load_sender_key(
+        &self,
+        group: &GroupId,
+        sender: &Address,
+    ) -> Result<Option<Cow<'_, SenderKeyRecord>>, StoreError>;
+    /// Stores (or replaces) the record for `sender` in `group`.
+    fn store_sender_key(
+        &mut self,
+        group: &GroupId,
+        sender: &Address,
+        record: SenderKeyRecord,
+    ) -> Result<(), StoreError>;
+    /// Applies `update` to the stored record atomically. Fails with
+    /// [`StoreError::Conflict`] (changing nothing) if the record moved on since the
+    /// update was computed, so one message key is never used twice.
+    ///
+    /// The default loads, applies and stores; stores override it to update in place.
+    fn update_sender_key(
+        &mut self,
+        group: &GroupId,
+        sender: &Address,
+        update: &SenderKeyUpdate,
+    ) -> Result<(), StoreError> {
+        let mut record = self
+            .load_sender_key(group, sender)?
+            .ok_or(StoreError::Conflict {
+                what: "sender-key record deleted since it was loaded",
+            })?
+            .into_owned();
+        record.apply(update)?;
+        self.store_sender_key(group, sender, record)
+    }
+    /// Deletes the record for `sender` in `group` (no error if absent).
+    fn delete_sender_key(&mut self, group: &GroupId, sender: &Address) -> Result<(), StoreError>;
+    /// Every sender device with a record in `group`, sorted.
+    fn sender_key_senders(&self, group: &GroupId) -> Result<Vec<Address>, StoreError>;
+}
+
 /// Everything a session operation changes, applied atomically by
 /// [`ProtocolStore::commit`].
 #[derive(Debug)]
@@ -150,6 +200,7 @@ pub struct InMemoryStore {
     kem_prekeys: HashMap<PreKeyId, KemPreKeyRecord>,
     last_resort_uses: HashSet<(PreKeyId, DhPublicKey)>,
     sessions: HashMap<Address, SessionRecord>,
+    sender_keys: HashMap<GroupId, HashMap<Address, SenderKeyRecord>>,
 }
 
 impl InMemoryStore {
@@ -164,6 +215,7 @@ impl InMemoryStore {
             kem_prekeys: HashMap::new(),
             last_resort_uses: HashSet::new(),
             sessions: HashMap::new(),
+            sender_keys: HashMap::new(),
         }
     }
 }
@@ -278,6 +330,65 @@ impl SessionStore for InMemoryStore {
     fn delete_session(&mut self, address: &Address) -> Result<(), StoreError> {
         self.sessions.remove(address);
         Ok(())
+    }
+}
+
+impl SenderKeyStore for InMemoryStore {
+    fn load_sender_key(
+        &self,
+        group: &GroupId,
+        sender: &Address,
+    ) -> Result<Option<Cow<'_, SenderKeyRecord>>, StoreError> {
+        Ok(self
+            .sender_keys
+            .get(group)
+            .and_then(|g| g.get(sender))
+            .map(Cow::Borrowed))
+    }
+    fn store_sender_key(
+        &mut self,
+        group: &GroupId,
+        sender: &Address,
+        record: SenderKeyRecord,
+    ) -> Result<(), StoreError> {
+        self.sender_keys
+            .entry(*group)
+            .or_default()
+            .insert(sender.clone(), record);
+        Ok(())
+    }
+    fn update_sender_key(
+        &mut self,
+        group: &GroupId,
+        sender: &Address,
+        update: &SenderKeyUpdate,
+    ) -> Result<(), StoreError> {
+        // `apply` checks everything before it changes anything, so in place is atomic.
+        self.sender_keys
+            .get_mut(group)
+            .and_then(|g| g.get_mut(sender))
+            .ok_or(StoreError::Conflict {
+                what: "sender-key record deleted since it was loaded",
+            })?
+            .apply(update)
+    }
+    fn delete_sender_key(&mut self, group: &GroupId, sender: &Address) -> Result<(), StoreError> {
+        if let Some(g) = self.sender_keys.get_mut(group) {
+            g.remove(sender);
+            if g.is_empty() {
+                self.sender_keys.remove(group);
+            }
+        }
+        Ok(())
+    }
+    fn sender_key_senders(&self, group: &GroupId) -> Result<Vec<Address>, StoreError> {
+        let mut senders: Vec<_> = self
+            .sender_keys
+            .get(group)
+            .map(|g| g.keys().cloned().collect())
+            .unwrap_or_default();
+        senders.sort_unstable();
+        Ok(senders)
     }
 }
 

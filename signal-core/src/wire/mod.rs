@@ -113,17 +113,6 @@ impl<'a> Reader<'a> {
         }
     }
 
-    #[allow(dead_code)] // used by the sender-key messages
-    /// Reads a `u32` length prefix bounded by `limit`, then that many bytes. The bound is
-    /// checked before the slice is taken, so a huge declared length allocates nothing.
-    pub(crate) fn var_bytes(&mut self, limit: usize) -> Result<&'a [u8], DecodeError> {
-        let len = self.u32()? as usize;
-        if len > limit {
-            return Err(DecodeError::TooLong { length: len, limit });
-        }
-        self.take(len)
-    }
-
     /// Reads a `u32` element count bounded by `limit`, also checking that at least
     /// `min_elem_len` bytes per element remain (so the count cannot drive a large
     /// pre-allocation).
@@ -198,13 +187,6 @@ impl Writer {
         self.buf.extend_from_slice(v);
     }
 
-    #[allow(dead_code)] // used by the sender-key messages
-    /// A `u32` length prefix and the bytes. Callers only pass lengths they have bounded.
-    pub(crate) fn var_bytes(&mut self, v: &[u8]) {
-        self.u32(len_u32(v.len()));
-        self.buf.extend_from_slice(v);
-    }
-
     /// A `u32` element count.
     pub(crate) fn count(&mut self, n: usize) {
         self.u32(len_u32(n));
@@ -228,20 +210,6 @@ fn len_u32(n: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn var_bytes_refuses_huge_length_without_allocating() {
-        let mut bytes = vec![0xff, 0xff, 0xff, 0xff];
-        bytes.extend_from_slice(&[0; 8]);
-        let mut r = Reader::new(&bytes);
-        assert_eq!(
-            r.var_bytes(1024),
-            Err(DecodeError::TooLong {
-                length: u32::MAX as usize,
-                limit: 1024
-            })
-        );
-    }
 
     #[test]
     fn count_checks_remaining_bytes() {
