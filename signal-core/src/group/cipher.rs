@@ -333,10 +333,10 @@ mod tests {
         "e18080ce"
     );
     const MESSAGE_HEX: &str = concat!(
-        "010301020304000000050b7d4bc3463c507a4503b7f3f0b2d2104efc866282784",
-        "6bdb2a154acd4f213d90dfd3de803091abdd59774b67d4d5ee3c0bd27cbf591e8",
-        "09b4fc57c4c8f4ae90e3cb9dbb1f84fef7b68de4baddf8afe93889cfdb0dfcc18",
-        "ef81602"
+        "010301020304000000058ea1fd7ba64078a7db68eef2a5f259832542c53d41f0cf",
+        "3873952ebe40bce4d7f81cc5ff95bbf2e58a08aba94e76fa54cfe1a7e2ab76e405",
+        "bdfec3ed19b7e76f4ebafb82345b37a96c3b3669c7a278c3759a7e4bbe54269400",
+        "140e",
     );
 
     fn vector_store() -> (GroupId, Address, InMemoryStore) {
