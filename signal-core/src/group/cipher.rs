@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
-use ed25519_dalek::{Signature, Signer, SigningKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
 use zeroize::Zeroizing;
 
 use crate::address::Address;
@@ -227,7 +227,7 @@ impl core::fmt::Debug for GroupDecrypted {
 /// Decrypts a group message from `sender` without writing anything.
 ///
 /// Order of checks: decode; the chain id must name a chain we hold for this sender
-/// ([`GroupError::UnknownChain`]); the signature must verify strictly under that
+/// ([`GroupError::UnknownChain`]); the signature must verify under that
 /// chain's key ([`GroupError::BadSignature`]); an iteration below the chain must have a
 /// stored skipped key ([`GroupError::DuplicateMessage`]); one above must be within
 /// [`crate::limits::MAX_FORWARD_JUMP`] ([`GroupError::TooFarAhead`]); then the AEAD
@@ -250,9 +250,13 @@ pub fn decrypt<S: SenderKeyStore + ?Sized>(
             chain_id: message.chain_id,
         })?;
     let signature = Signature::from_bytes(&message.signature);
+    // RFC 8032 verification with canonical `s` (dalek's `verify`). Small-order signing
+    // keys were refused when the distribution message was decoded; the rest of
+    // `verify_strict` (small-order `R`) guards signature non-malleability, which nothing
+    // here depends on (duplicates are caught by the iteration), for ≈ 30 % more time.
     state
         .signing_public
-        .verify_strict(message.signed, &signature)
+        .verify(message.signed, &signature)
         .map_err(|_| GroupError::BadSignature)?;
 
     let iteration = message.iteration;
