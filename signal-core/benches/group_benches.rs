@@ -39,9 +39,7 @@ fn bench_ed25519_floor(c: &mut Criterion) {
     c.bench_function("group_ed25519_sign_verify_floor", |b| {
         b.iter(|| {
             let sig = key.sign(black_box(&message));
-            public
-                .verify(black_box(&message), &sig)
-                .expect("verify");
+            public.verify(black_box(&message), &sig).expect("verify");
         });
     });
 }

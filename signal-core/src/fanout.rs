@@ -237,7 +237,7 @@ fn check_current<S: ProtocolStore + ?Sized>(
     let same_identity = device
         .identity
         .as_ref()
-        .is_none_or(|id| id == current.remote_identity());
+        .is_none_or(|id| current.is_remote_identity(id));
     if same_registration && same_identity {
         return Ok(true);
     }

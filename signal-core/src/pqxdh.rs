@@ -31,12 +31,12 @@ pub const AD_LEN: usize = 2 * IDENTITY_KEY_LEN + 8;
 
 /// `Encode(IK_A) ‖ Encode(IK_B) ‖ u32 RegId_A ‖ u32 RegId_B` (A = initiator).
 pub(crate) fn associated_data(
-    initiator: (&IdentityKey, u32),
-    responder: (&IdentityKey, u32),
+    initiator: (&[u8; IDENTITY_KEY_LEN], u32),
+    responder: (&[u8; IDENTITY_KEY_LEN], u32),
 ) -> [u8; AD_LEN] {
     let mut ad = [0u8; AD_LEN];
-    ad[..IDENTITY_KEY_LEN].copy_from_slice(&initiator.0.encode());
-    ad[IDENTITY_KEY_LEN..2 * IDENTITY_KEY_LEN].copy_from_slice(&responder.0.encode());
+    ad[..IDENTITY_KEY_LEN].copy_from_slice(initiator.0);
+    ad[IDENTITY_KEY_LEN..2 * IDENTITY_KEY_LEN].copy_from_slice(responder.0);
     ad[2 * IDENTITY_KEY_LEN..2 * IDENTITY_KEY_LEN + 4].copy_from_slice(&initiator.1.to_be_bytes());
     ad[2 * IDENTITY_KEY_LEN + 4..].copy_from_slice(&responder.1.to_be_bytes());
     ad

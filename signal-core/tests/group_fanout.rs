@@ -102,8 +102,8 @@ fn three_devices_send_to_two_devices() {
         .unwrap();
     assert!(record.current().is_none());
     assert_eq!(
-        record.archived().next().unwrap().remote_identity(),
-        &old_identity
+        record.archived().next().unwrap().remote_identity().unwrap(),
+        old_identity
     );
 
     // Without accepting bob.1's new identity, starting its session is refused.

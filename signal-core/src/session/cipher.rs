@@ -48,8 +48,8 @@ pub fn initiate<S: ProtocolStore + ?Sized>(
     let agreed = pqxdh::initiate(&ours, bundle)?;
     let state = SessionState::new_initiator(
         Parties {
-            local_identity: *ours.public(),
-            remote_identity: b.identity,
+            local_identity: ours.public().encode(),
+            remote_identity: b.identity.encode(),
             local_registration_id,
             remote_registration_id: b.registration_id,
             base_key: agreed.base_key,
@@ -97,7 +97,10 @@ pub fn encrypt<S: ProtocolStore + ?Sized>(
     let mut record = store.load_session(remote)?.ok_or_else(no_session)?;
     let expected_generation = record.generation();
     let state = record.current.as_mut().ok_or_else(no_session)?;
-    if store.remote_identity(remote)?.as_ref() != Some(state.remote_identity()) {
+    if !store
+        .remote_identity(remote)?
+        .is_some_and(|known| state.is_remote_identity(&known))
+    {
         return Err(SessionError::UntrustedIdentity {
             address: remote.clone(),
         });
@@ -112,7 +115,7 @@ pub fn encrypt<S: ProtocolStore + ?Sized>(
             kem_prekey_id: p.kem_prekey_id,
             kem_ciphertext: p.kem_ciphertext.clone(),
             base_key: *state.base_key(),
-            identity: *state.local_identity(),
+            identity: state.local_identity()?,
             message: SignalMessage::decode(&message)?,
         }
         .encode(),
@@ -143,11 +146,11 @@ impl Decrypted {
     }
 
     /// The peer's identity key.
-    pub fn sender_identity(&self) -> Option<&IdentityKey> {
+    pub fn sender_identity(&self) -> Option<IdentityKey> {
         self.commit
             .record
             .current()
-            .map(SessionState::remote_identity)
+            .and_then(|s| s.remote_identity().ok())
     }
 
     /// Splits into plaintext and the commit to apply.
@@ -248,11 +251,16 @@ fn decrypt_message<S: ProtocolStore + ?Sized>(
         })?;
     let expected_generation = record.generation();
     let (plaintext, mut record) = decrypt_with_record(record, message)?;
-    let sender = record
-        .current()
-        .map(|s| *s.remote_identity())
-        .ok_or(SessionError::InvalidMessage)?;
-    let new_identity = check_trust(store, remote, &sender)?;
+    let state = record.current().ok_or(SessionError::InvalidMessage)?;
+    let new_identity = match store.remote_identity(remote)? {
+        Some(known) if state.is_remote_identity(&known) => None,
+        Some(_) => {
+            return Err(SessionError::UntrustedIdentity {
+                address: remote.clone(),
+            });
+        }
+        None => Some(state.remote_identity()?),
+    };
     record.bump_generation();
     let mut commit = SessionCommit::record_only(remote.clone(), record, expected_generation);
     commit.new_identity = new_identity;
@@ -276,7 +284,7 @@ fn decrypt_prekey_message<S: ProtocolStore + ?Sized>(
             Some(i) => record.archived.get(i),
         };
         if state.is_some_and(|s| {
-            s.remote_identity() != &message.identity
+            !s.is_remote_identity(&message.identity)
                 || s.remote_registration_id() != message.registration_id
         }) {
             return Err(SessionError::SessionMismatch);
@@ -327,8 +335,8 @@ fn decrypt_prekey_message<S: ProtocolStore + ?Sized>(
     )?;
     let mut state = SessionState::new_responder(
         Parties {
-            local_identity: *ours.public(),
-            remote_identity: message.identity,
+            local_identity: ours.public().encode(),
+            remote_identity: message.identity.encode(),
             local_registration_id: store.local_registration_id()?,
             remote_registration_id: message.registration_id,
             base_key: message.base_key,

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use zeroize::Zeroizing;
 
 use crate::error::{CryptoError, DecodeError, SessionError};
-use crate::identity::IdentityKey;
+use crate::identity::{IDENTITY_KEY_LEN, IdentityKey};
 use crate::keys::{DhKeyPair, DhPublicKey, KEM_CIPHERTEXT_LEN};
 use crate::limits::{MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS_PER_CHAIN};
 use crate::pqxdh::{AD_LEN, associated_data};
@@ -37,8 +37,9 @@ pub(crate) struct PendingPreKey {
 
 /// Who the two parties of a new session are.
 pub(crate) struct Parties {
-    pub(crate) local_identity: IdentityKey,
-    pub(crate) remote_identity: IdentityKey,
+    /// Encoded identities.
+    pub(crate) local_identity: [u8; IDENTITY_KEY_LEN],
+    pub(crate) remote_identity: [u8; IDENTITY_KEY_LEN],
     pub(crate) local_registration_id: u32,
     pub(crate) remote_registration_id: u32,
     /// The initiator's PQXDH base key.
@@ -50,8 +51,10 @@ pub(crate) struct Parties {
 /// message keys. Its `Debug` prints only counters.
 #[derive(Clone)]
 pub struct SessionState {
-    local_identity: IdentityKey,
-    remote_identity: IdentityKey,
+    /// Encoded identities (§1.2). Kept encoded: a session only needs them as bytes (for
+    /// AD and comparison), and decoding an identity costs a point decompression.
+    local_identity: [u8; IDENTITY_KEY_LEN],
+    remote_identity: [u8; IDENTITY_KEY_LEN],
     initiator: bool,
     ad: [u8; AD_LEN],
     local_registration_id: u32,
@@ -181,13 +184,18 @@ impl SessionState {
     }
 
     /// The peer's identity.
-    pub fn remote_identity(&self) -> &IdentityKey {
-        &self.remote_identity
+    pub fn remote_identity(&self) -> Result<IdentityKey, DecodeError> {
+        IdentityKey::decode(&self.remote_identity)
+    }
+
+    /// Whether `identity` is the peer's identity in this session.
+    pub fn is_remote_identity(&self, identity: &IdentityKey) -> bool {
+        identity.encode() == self.remote_identity
     }
 
     /// Our identity in this session.
-    pub fn local_identity(&self) -> &IdentityKey {
-        &self.local_identity
+    pub fn local_identity(&self) -> Result<IdentityKey, DecodeError> {
+        IdentityKey::decode(&self.local_identity)
     }
 
     /// The peer's registration id.
@@ -377,8 +385,8 @@ impl SessionState {
     }
 
     pub(crate) fn write(&self, w: &mut Writer) {
-        w.bytes(&self.local_identity.encode());
-        w.bytes(&self.remote_identity.encode());
+        w.bytes(&self.local_identity);
+        w.bytes(&self.remote_identity);
         w.bool(self.initiator);
         w.u32(self.local_registration_id);
         w.u32(self.remote_registration_id);
@@ -421,8 +429,10 @@ impl SessionState {
     }
 
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let local_identity = IdentityKey::read(r)?;
-        let remote_identity = IdentityKey::read(r)?;
+        // Stored identities were validated when the session was created; the record is
+        // read from authenticated storage, so only the structure is checked here.
+        let local_identity = read_identity_encoding(r)?;
+        let remote_identity = read_identity_encoding(r)?;
         let initiator = r.bool("initiator")?;
         let local_registration_id = r.u32()?;
         let remote_registration_id = r.u32()?;
@@ -512,6 +522,18 @@ impl SessionState {
     pub(crate) fn local_registration_id(&self) -> u32 {
         self.local_registration_id
     }
+}
+
+/// Reads an encoded identity key, checking its type byte but not the point.
+fn read_identity_encoding(r: &mut Reader<'_>) -> Result<[u8; IDENTITY_KEY_LEN], DecodeError> {
+    let encoded: [u8; IDENTITY_KEY_LEN] = r.array()?;
+    if encoded[0] != crate::keys::key_type::ED25519_IDENTITY {
+        return Err(DecodeError::WrongKeyType {
+            found: encoded[0],
+            expected: crate::keys::key_type::ED25519_IDENTITY,
+        });
+    }
+    Ok(encoded)
 }
 
 impl core::fmt::Debug for SessionState {
