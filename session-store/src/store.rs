@@ -1,5 +1,7 @@
 //! [`SqlStore`]: every `signal-core` store trait on one SQLCipher database.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -84,7 +86,15 @@ pub struct SqlStore {
     conn: Connection,
     path: PathBuf,
     encrypted: bool,
+    /// Memo of decoded peer identities, keyed by their exact encoding. Decoding an
+    /// identity costs a point decompression (a large share of a message commit); the row
+    /// is still read from the database every time, so another process's change is seen,
+    /// and a pure function of the bytes cannot go stale.
+    decoded_identities: RefCell<HashMap<Vec<u8>, IdentityKey>>,
 }
+
+/// Bound on [`SqlStore`]'s identity memo; it is cleared when full.
+const MAX_MEMOISED_IDENTITIES: usize = 4096;
 
 impl core::fmt::Debug for SqlStore {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -156,6 +166,7 @@ impl SqlStore {
             conn,
             path: path.to_owned(),
             encrypted: key.is_some(),
+            decoded_identities: RefCell::default(),
         };
         let tx = store.immediate()?;
         schema::migrate_to(&tx, SCHEMA_VERSION)?;
@@ -175,6 +186,7 @@ impl SqlStore {
             conn,
             path: path.to_owned(),
             encrypted: key.is_some(),
+            decoded_identities: RefCell::default(),
         };
         let tx = store.immediate()?;
         schema::migrate_to(&tx, SCHEMA_VERSION)?;
@@ -541,7 +553,19 @@ impl IdentityStore for SqlStore {
                 .optional()
             })
             .map_err(sql)?;
-        Ok(bytes.map(|b| IdentityKey::decode(&b)).transpose()?)
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        if let Some(known) = self.decoded_identities.borrow().get(&bytes) {
+            return Ok(Some(*known));
+        }
+        let identity = IdentityKey::decode(&bytes)?;
+        let mut memo = self.decoded_identities.borrow_mut();
+        if memo.len() >= MAX_MEMOISED_IDENTITIES {
+            memo.clear();
+        }
+        memo.insert(bytes, identity);
+        Ok(Some(identity))
     }
 
     fn save_identity(
