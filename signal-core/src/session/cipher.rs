@@ -12,6 +12,7 @@ use crate::limits::MAX_PLAINTEXT_LEN;
 use crate::pqxdh;
 use crate::prekey::{Timestamp, VerifiedBundle};
 use crate::store::{ProtocolStore, SessionCommit};
+use crate::wire::message::PreKeyFields;
 use crate::wire::{MessageKind, PreKeyMessage, SignalMessage};
 
 use super::SessionRecord;
@@ -108,17 +109,18 @@ pub fn encrypt<S: ProtocolStore + ?Sized>(
     let message = state.encrypt(plaintext)?;
     let out = match &state.pending_prekey {
         None => message,
-        Some(p) => PreKeyMessage {
-            registration_id: state.local_registration_id(),
-            signed_prekey_id: p.signed_prekey_id,
-            one_time_prekey_id: p.one_time_prekey_id,
-            kem_prekey_id: p.kem_prekey_id,
-            kem_ciphertext: p.kem_ciphertext.clone(),
-            base_key: *state.base_key(),
-            identity: state.local_identity()?,
-            message: SignalMessage::decode(&message)?,
-        }
-        .encode(),
+        Some(p) => PreKeyMessage::encode_parts(
+            PreKeyFields {
+                registration_id: state.local_registration_id(),
+                signed_prekey_id: p.signed_prekey_id,
+                one_time_prekey_id: p.one_time_prekey_id,
+                kem_prekey_id: p.kem_prekey_id,
+                kem_ciphertext: &p.kem_ciphertext,
+                base_key: state.base_key(),
+                identity: state.local_identity_encoded(),
+            },
+            &message,
+        ),
     };
     record.bump_generation();
     store.commit(SessionCommit::record_only(

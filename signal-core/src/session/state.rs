@@ -518,6 +518,11 @@ impl SessionState {
         Ok(state)
     }
 
+    /// Our identity in this session, encoded.
+    pub(crate) fn local_identity_encoded(&self) -> &[u8; IDENTITY_KEY_LEN] {
+        &self.local_identity
+    }
+
     /// Our registration id as recorded at session creation.
     pub(crate) fn local_registration_id(&self) -> u32 {
         self.local_registration_id

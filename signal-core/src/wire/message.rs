@@ -133,6 +133,17 @@ impl core::fmt::Debug for SignalMessage {
     }
 }
 
+/// The fields of a [`PreKeyMessage`] other than the enclosed message, borrowed.
+pub(crate) struct PreKeyFields<'a> {
+    pub(crate) registration_id: u32,
+    pub(crate) signed_prekey_id: PreKeyId,
+    pub(crate) one_time_prekey_id: Option<PreKeyId>,
+    pub(crate) kem_prekey_id: PreKeyId,
+    pub(crate) kem_ciphertext: &'a [u8; KEM_CIPHERTEXT_LEN],
+    pub(crate) base_key: &'a DhPublicKey,
+    pub(crate) identity: &'a [u8; crate::identity::IDENTITY_KEY_LEN],
+}
+
 /// The first messages of a session: the PQXDH parameters the responder needs, and the
 /// first [`SignalMessage`].
 #[derive(Clone, PartialEq, Eq)]
@@ -158,21 +169,37 @@ pub struct PreKeyMessage {
 impl PreKeyMessage {
     /// Encodes the message.
     pub fn encode(&self) -> Vec<u8> {
-        let inner = self.message.encoded();
+        Self::encode_parts(
+            PreKeyFields {
+                registration_id: self.registration_id,
+                signed_prekey_id: self.signed_prekey_id,
+                one_time_prekey_id: self.one_time_prekey_id,
+                kem_prekey_id: self.kem_prekey_id,
+                kem_ciphertext: &self.kem_ciphertext,
+                base_key: &self.base_key,
+                identity: &self.identity.encode(),
+            },
+            self.message.encoded(),
+        )
+    }
+
+    /// Encodes from parts: the sender's own identity is passed encoded, so sending needs
+    /// no point decompression.
+    pub(crate) fn encode_parts(f: PreKeyFields<'_>, inner: &[u8]) -> Vec<u8> {
         let mut w = Writer::new(
             kind::PREKEY_MESSAGE,
             4 * 5 + 1 + KEM_CIPHERTEXT_LEN + 2 * DH_PUBLIC_LEN + inner.len(),
         );
-        w.u32(self.registration_id);
-        w.u32(self.signed_prekey_id);
-        w.bool(self.one_time_prekey_id.is_some());
-        if let Some(id) = self.one_time_prekey_id {
+        w.u32(f.registration_id);
+        w.u32(f.signed_prekey_id);
+        w.bool(f.one_time_prekey_id.is_some());
+        if let Some(id) = f.one_time_prekey_id {
             w.u32(id);
         }
-        w.u32(self.kem_prekey_id);
-        w.bytes(&self.kem_ciphertext[..]);
-        w.bytes(&self.base_key.encode());
-        w.bytes(&self.identity.encode());
+        w.u32(f.kem_prekey_id);
+        w.bytes(&f.kem_ciphertext[..]);
+        w.bytes(&f.base_key.encode());
+        w.bytes(f.identity);
         w.bytes(inner);
         w.into_vec()
     }
