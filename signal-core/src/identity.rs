@@ -16,7 +16,7 @@ use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
 use crate::error::{CryptoError, DecodeError};
-use crate::keys::{DhPublicKey, Secret32, dh, key_type};
+use crate::keys::{DhPoint, DhPublicKey, Secret32, dh_point, key_type};
 use crate::random;
 use crate::wire::{Reader, Writer, kind};
 
@@ -83,6 +83,12 @@ impl IdentityKey {
         DhPublicKey::from_raw(self.dh)
     }
 
+    /// The identity as an X25519 peer point, straight from the Edwards point the
+    /// verifying key already holds (no square root).
+    pub(crate) fn dh_point(&self) -> DhPoint {
+        DhPoint::from_edwards(self.ed.to_edwards())
+    }
+
     /// Verifies an Ed25519 `signature` over `message` (RFC 8032, cofactorless, `s`
     /// must be canonical). Small-order identity keys were already refused at decoding;
     /// the remaining difference to dalek's `verify_strict` (small-order `R`) concerns
@@ -147,8 +153,14 @@ impl IdentityKeyPair {
     }
 
     /// X25519 between this identity and `their` key.
+    #[cfg(test)]
     pub(crate) fn agree(&self, their: &DhPublicKey) -> Result<Secret32, CryptoError> {
-        dh(&self.dh_secret, their.as_bytes())
+        crate::keys::dh(&self.dh_secret, their.as_bytes())
+    }
+
+    /// X25519 between this identity and a peer point on the Edwards curve.
+    pub(crate) fn agree_point(&self, their: &DhPoint) -> Result<Secret32, CryptoError> {
+        dh_point(&self.dh_secret, their)
     }
 
     /// Secret serialization: `VERSION ‖ 0x21 ‖ seed(32)`. The result is secret; store it

@@ -4,6 +4,7 @@
 //! different kinds of key are disjoint: a byte string is a valid encoding of at most
 //! one kind.
 
+use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use libcrux_ml_kem::mlkem1024::{
     self, MlKem1024Ciphertext, MlKem1024PrivateKey, MlKem1024PublicKey,
@@ -136,6 +137,11 @@ impl DhKeyPair {
     pub fn agree(&self, their: &DhPublicKey) -> Result<Secret32, CryptoError> {
         dh(&self.secret, &their.0)
     }
+
+    /// X25519 with a peer point already mapped to the Edwards curve.
+    pub(crate) fn agree_point(&self, their: &DhPoint) -> Result<Secret32, CryptoError> {
+        dh_point(&self.secret, their)
+    }
 }
 
 /// X25519 of a secret scalar and a peer's u-coordinate, refusing a non-contributory
@@ -149,15 +155,42 @@ impl DhKeyPair {
 /// against the ladder, small-order points included). A `u` on the quadratic twist has no
 /// Edwards form and is refused as non-contributory: honest peers never produce one.
 pub(crate) fn dh(secret: &StaticSecret, their: &[u8; 32]) -> Result<Secret32, CryptoError> {
-    let point = MontgomeryPoint(*their)
-        .to_edwards(0)
-        .ok_or(CryptoError::NonContributoryDh)?;
+    dh_point(secret, &DhPoint::from_u(their)?)
+}
+
+/// X25519 with a peer point already in Edwards form (see [`dh`]).
+pub(crate) fn dh_point(secret: &StaticSecret, their: &DhPoint) -> Result<Secret32, CryptoError> {
     let scalar = Zeroizing::new(secret.to_bytes());
-    let out = Zeroizing::new(point.mul_clamped(*scalar).to_montgomery().to_bytes());
+    let out = Zeroizing::new(their.0.mul_clamped(*scalar).to_montgomery().to_bytes());
     if bool::from(out.ct_eq(&[0u8; 32])) {
         return Err(CryptoError::NonContributoryDh);
     }
     Ok(out)
+}
+
+/// A peer's X25519 public key mapped to the Edwards curve once, for use in several
+/// Diffie-Hellman operations (PQXDH uses the same peer key up to three times).
+pub(crate) struct DhPoint(EdwardsPoint);
+
+impl DhPoint {
+    /// Maps a u-coordinate to an Edwards point; a point on the twist is refused.
+    pub(crate) fn from_u(u: &[u8; 32]) -> Result<Self, CryptoError> {
+        MontgomeryPoint(*u)
+            .to_edwards(0)
+            .map(Self)
+            .ok_or(CryptoError::NonContributoryDh)
+    }
+
+    pub(crate) fn from_edwards(point: EdwardsPoint) -> Self {
+        Self(point)
+    }
+}
+
+impl DhPublicKey {
+    /// This key on the Edwards curve, for repeated Diffie-Hellman.
+    pub(crate) fn point(&self) -> Result<DhPoint, CryptoError> {
+        DhPoint::from_u(&self.0)
+    }
 }
 
 impl core::fmt::Debug for DhKeyPair {

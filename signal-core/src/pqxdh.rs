@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::error::CryptoError;
 use crate::identity::{IDENTITY_KEY_LEN, IdentityKey, IdentityKeyPair};
-use crate::keys::{DhKeyPair, DhPublicKey, KEM_CIPHERTEXT_LEN, Secret32};
+use crate::keys::{DhKeyPair, DhPoint, DhPublicKey, KEM_CIPHERTEXT_LEN, Secret32};
 use crate::prekey::{KemPreKeyRecord, OneTimePreKeyRecord, SignedPreKeyRecord, VerifiedBundle};
 
 /// HKDF info of the PQXDH KDF.
@@ -61,6 +61,9 @@ pub(crate) struct Initiated {
     pub(crate) shared_secret: Secret32,
     pub(crate) base_key: DhPublicKey,
     pub(crate) kem_ciphertext: Box<[u8; KEM_CIPHERTEXT_LEN]>,
+    /// The responder's signed prekey on the Edwards curve, reused for the initiator's
+    /// first ratchet step.
+    pub(crate) signed_prekey_point: DhPoint,
 }
 
 /// Initiator side. The bundle's signatures were verified when the [`VerifiedBundle`] was
@@ -71,13 +74,14 @@ pub(crate) fn initiate(
 ) -> Result<Initiated, CryptoError> {
     let b = bundle.bundle();
     let ek = DhKeyPair::generate()?;
-    let dh1 = ours.agree(&b.signed_prekey.key)?;
-    let dh2 = ek.agree(&b.identity.dh_public())?;
-    let dh3 = ek.agree(&b.signed_prekey.key)?;
+    let spk = b.signed_prekey.key.point()?;
+    let dh1 = ours.agree_point(&spk)?;
+    let dh2 = ek.agree_point(&b.identity.dh_point())?;
+    let dh3 = ek.agree_point(&spk)?;
     let (kem_ciphertext, ss) = b.kem_prekey.key.encapsulate()?;
     let shared_secret = match &b.one_time_prekey {
         Some(opk) => {
-            let dh4 = ek.agree(&opk.key)?;
+            let dh4 = ek.agree_point(&opk.key.point()?)?;
             kdf(&[&dh1, &dh2, &dh3, &dh4], &ss)
         }
         None => kdf(&[&dh1, &dh2, &dh3], &ss),
@@ -86,6 +90,7 @@ pub(crate) fn initiate(
         shared_secret,
         base_key: *ek.public(),
         kem_ciphertext,
+        signed_prekey_point: spk,
     })
 }
 
@@ -100,13 +105,14 @@ pub(crate) fn accept(
     kem_ciphertext: &[u8; KEM_CIPHERTEXT_LEN],
 ) -> Result<Secret32, CryptoError> {
     let spk = signed_prekey.key_pair();
-    let dh1 = spk.agree(&their_identity.dh_public())?;
-    let dh2 = ours.agree(base_key)?;
-    let dh3 = spk.agree(base_key)?;
+    let base = base_key.point()?;
+    let dh1 = spk.agree_point(&their_identity.dh_point())?;
+    let dh2 = ours.agree_point(&base)?;
+    let dh3 = spk.agree_point(&base)?;
     let ss = kem_prekey.key_pair().decapsulate(kem_ciphertext);
     Ok(match one_time_prekey {
         Some(opk) => {
-            let dh4 = opk.key_pair().agree(base_key)?;
+            let dh4 = opk.key_pair().agree_point(&base)?;
             kdf(&[&dh1, &dh2, &dh3, &dh4], &ss)
         }
         None => kdf(&[&dh1, &dh2, &dh3], &ss),

@@ -57,7 +57,7 @@ pub fn initiate<S: ProtocolStore + ?Sized>(
             created_at: unix_now(),
         },
         &agreed.shared_secret,
-        b.signed_prekey.key,
+        (b.signed_prekey.key, &agreed.signed_prekey_point),
         PendingPreKey {
             signed_prekey_id: b.signed_prekey.id,
             one_time_prekey_id: b.one_time_prekey.as_ref().map(|p| p.id),

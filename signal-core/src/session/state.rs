@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{CryptoError, DecodeError, SessionError};
 use crate::identity::{IDENTITY_KEY_LEN, IdentityKey};
-use crate::keys::{DhKeyPair, DhPublicKey, KEM_CIPHERTEXT_LEN};
+use crate::keys::{DhKeyPair, DhPoint, DhPublicKey, KEM_CIPHERTEXT_LEN};
 use crate::limits::{MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS_PER_CHAIN};
 use crate::pqxdh::{AD_LEN, associated_data};
 use crate::prekey::{PreKeyId, Timestamp};
@@ -114,11 +114,12 @@ impl SessionState {
     pub(crate) fn new_initiator(
         parties: Parties,
         shared_secret: &[u8; 32],
-        their_signed_prekey: DhPublicKey,
+        their_signed_prekey: (DhPublicKey, &DhPoint),
         pending: PendingPreKey,
     ) -> Result<Self, CryptoError> {
+        let (their_signed_prekey, spk_point) = their_signed_prekey;
         let our_ratchet = DhKeyPair::generate()?;
-        let dh = our_ratchet.agree(&their_signed_prekey)?;
+        let dh = our_ratchet.agree_point(spk_point)?;
         let (root_key, sending) = RootKey::new(*shared_secret).step(&dh);
         Ok(Self::from_parts(
             parties,
