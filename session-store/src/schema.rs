@@ -11,7 +11,7 @@ use signal_core::session::SessionRecord;
 use crate::error::sql;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Version 1: identities, prekeys, last-resort uses and session records.
 const V1: &str = "
@@ -69,10 +69,25 @@ fn v2(tx: &Transaction<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Version 3: sender-key records of groups, one per (group, sender device).
+const V3: &str = "
+CREATE TABLE sender_keys (
+    group_id BLOB NOT NULL,
+    user TEXT NOT NULL,
+    device INTEGER NOT NULL,
+    record BLOB NOT NULL,
+    PRIMARY KEY (group_id, user, device)
+);
+";
+
 type Step = fn(&Transaction<'_>) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[n]` moves a database from version `n` to `n + 1`.
-const MIGRATIONS: [Step; SCHEMA_VERSION as usize] = [|tx| tx.execute_batch(V1).map_err(sql), v2];
+const MIGRATIONS: [Step; SCHEMA_VERSION as usize] = [
+    |tx| tx.execute_batch(V1).map_err(sql),
+    v2,
+    |tx| tx.execute_batch(V3).map_err(sql),
+];
 
 /// The version recorded in the database, 0 for a database without the schema.
 pub(crate) fn current_version(tx: &Transaction<'_>) -> Result<u32, StoreError> {

@@ -1,5 +1,6 @@
 //! [`SqlStore`]: every `signal-core` store trait on one SQLCipher database.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs;
@@ -10,12 +11,13 @@ use std::time::Duration;
 use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
+use signal_core::group::{GroupId, SenderKeyRecord, SenderKeyUpdate};
 use signal_core::keys::DhPublicKey;
 use signal_core::prekey::{KemPreKeyRecord, OneTimePreKeyRecord, PreKeyId, SignedPreKeyRecord};
 use signal_core::session::SessionRecord;
 use signal_core::store::{
-    IdentityStore, KemPreKeyStore, PreKeyStore, ProtocolStore, SessionCommit, SessionStore,
-    SignedPreKeyStore,
+    IdentityStore, KemPreKeyStore, PreKeyStore, ProtocolStore, SenderKeyStore, SessionCommit,
+    SessionStore, SignedPreKeyStore,
 };
 use signal_core::{Address, IdentityKey, IdentityKeyPair, StoreError};
 use zeroize::Zeroizing;
@@ -714,6 +716,112 @@ impl SessionStore for SqlStore {
             "DELETE FROM sessions WHERE user = ?1 AND device = ?2",
             params![address.user(), address.device()],
         )
+    }
+}
+
+impl SenderKeyStore for SqlStore {
+    fn load_sender_key(
+        &self,
+        group: &GroupId,
+        sender: &Address,
+    ) -> Result<Option<Cow<'_, SenderKeyRecord>>, StoreError> {
+        let bytes = self
+            .conn
+            .prepare_cached(
+                "SELECT record FROM sender_keys WHERE group_id = ?1 AND user = ?2 AND device = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![&group.as_bytes()[..], sender.user(), sender.device()],
+                    |r| r.get::<_, Vec<u8>>(0),
+                )
+                .optional()
+            })
+            .map_err(sql)?
+            .map(Zeroizing::new);
+        Ok(bytes
+            .map(|b| SenderKeyRecord::decode(&b).map(Cow::Owned))
+            .transpose()?)
+    }
+
+    fn store_sender_key(
+        &mut self,
+        group: &GroupId,
+        sender: &Address,
+        record: SenderKeyRecord,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT OR REPLACE INTO sender_keys (group_id, user, device, record) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                &group.as_bytes()[..],
+                sender.user(),
+                sender.device(),
+                &record.encode()[..]
+            ],
+        )
+    }
+
+    /// Load, apply and store in one `IMMEDIATE` transaction, so a concurrent process
+    /// cannot slip in between (the update itself refuses a record that moved on).
+    fn update_sender_key(
+        &mut self,
+        group: &GroupId,
+        sender: &Address,
+        update: &SenderKeyUpdate,
+    ) -> Result<(), StoreError> {
+        let key = params![&group.as_bytes()[..], sender.user(), sender.device()];
+        let tx = self.immediate()?;
+        let bytes = tx
+            .prepare_cached(
+                "SELECT record FROM sender_keys WHERE group_id = ?1 AND user = ?2 AND device = ?3",
+            )
+            .and_then(|mut s| s.query_row(key, |r| r.get::<_, Vec<u8>>(0)).optional())
+            .map_err(sql)?
+            .map(Zeroizing::new)
+            .ok_or(StoreError::Conflict {
+                what: "sender-key record deleted since it was loaded",
+            })?;
+        let mut record = SenderKeyRecord::decode(&bytes)?;
+        record.apply(update)?;
+        tx.prepare_cached(
+            "UPDATE sender_keys SET record = ?4 WHERE group_id = ?1 AND user = ?2 AND device = ?3",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                &group.as_bytes()[..],
+                sender.user(),
+                sender.device(),
+                &record.encode()[..]
+            ])
+        })
+        .map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+
+    fn delete_sender_key(&mut self, group: &GroupId, sender: &Address) -> Result<(), StoreError> {
+        self.exec(
+            "DELETE FROM sender_keys WHERE group_id = ?1 AND user = ?2 AND device = ?3",
+            params![&group.as_bytes()[..], sender.user(), sender.device()],
+        )
+    }
+
+    fn sender_key_senders(&self, group: &GroupId) -> Result<Vec<Address>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT user, device FROM sender_keys WHERE group_id = ?1 ORDER BY user, device",
+            )
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map([&group.as_bytes()[..]], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
+            })
+            .map_err(sql)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql)?;
+        rows.into_iter()
+            .map(|(user, device)| Address::new(user, device).map_err(StoreError::from))
+            .collect()
     }
 }
 
