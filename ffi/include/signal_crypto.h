@@ -146,6 +146,42 @@ typedef enum {
 } SignalFanOutList;
 
 /*
+ The kinds of record a callback store keeps. Keys are opaque byte strings unique
+ within a kind; values are opaque serialized records (secret: keep them in
+ encrypted storage).
+ */
+typedef enum {
+  /*
+   A peer device's identity key.
+   */
+  SIGNAL_RECORD_REMOTE_IDENTITY = 1,
+  /*
+   A one-time X25519 prekey.
+   */
+  SIGNAL_RECORD_PREKEY = 2,
+  /*
+   A signed prekey.
+   */
+  SIGNAL_RECORD_SIGNED_PREKEY = 3,
+  /*
+   An ML-KEM-1024 prekey.
+   */
+  SIGNAL_RECORD_KEM_PREKEY = 4,
+  /*
+   A recorded use of a last-resort KEM prekey (the value is unimportant).
+   */
+  SIGNAL_RECORD_LAST_RESORT_USE = 5,
+  /*
+   A session record with one peer device.
+   */
+  SIGNAL_RECORD_SESSION = 6,
+  /*
+   A group sender-key record.
+   */
+  SIGNAL_RECORD_SENDER_KEY = 7,
+} SignalRecordKind;
+
+/*
  The result of a fan-out: per-device ciphertexts and the devices that need
  attention. Opaque; free with [`signal_fanout_free`]. Immutable: may be read from
  several threads.
@@ -157,6 +193,12 @@ typedef struct SignalFanOut SignalFanOut;
  free with [`signal_identity_free`]. Immutable: may be shared between threads.
  */
 typedef struct SignalIdentity SignalIdentity;
+
+/*
+ Where a `load` callback puts the value it found, or a `list` callback the keys.
+ Opaque; owned by the library, valid only during the callback.
+ */
+typedef struct SignalSlot SignalSlot;
 
 /*
  A protocol store: every session, prekey, peer identity and group sender key of one
@@ -184,6 +226,57 @@ typedef struct {
    */
   size_t len;
 } SignalBuffer;
+
+/*
+ The application's storage callbacks. Every callback returns 0 on success; `load`
+ returns 1 if the key is absent; any other value is an error, reported to the
+ caller of the library as `SIGNAL_ERR_STORE` (nothing is committed).
+
+ Contract: the callbacks may be called from any thread that calls into the library
+ with this store (never two at once for one store: calls are serialized). `ctx` is
+ passed back unchanged and must stay valid until the store is freed.
+ */
+typedef struct {
+  /*
+   The application's context, passed to every callback.
+   */
+  void *ctx;
+  /*
+   Looks up (`kind`, key); on success copies the value in with [`signal_slot_set`]
+   and returns 0; returns 1 if absent.
+   */
+  int32_t (*load)(void *ctx, uint32_t kind, const uint8_t *key, size_t key_len, SignalSlot *slot);
+  /*
+   Inserts or replaces (`kind`, key) → value.
+   */
+  int32_t (*store)(void *ctx,
+                   uint32_t kind,
+                   const uint8_t *key,
+                   size_t key_len,
+                   const uint8_t *value,
+                   size_t value_len);
+  /*
+   Deletes (`kind`, key); absent is not an error.
+   */
+  int32_t (*remove)(void *ctx, uint32_t kind, const uint8_t *key, size_t key_len);
+  /*
+   Reports every key of `kind` with [`signal_slot_push_key`].
+   */
+  int32_t (*list)(void *ctx, uint32_t kind, SignalSlot *slot);
+  /*
+   Starts a transaction: the loads, stores and removes until `commit` (or
+   `rollback`) must apply atomically, and no other writer may interleave.
+   */
+  int32_t (*begin)(void *ctx);
+  /*
+   Commits the transaction.
+   */
+  int32_t (*commit)(void *ctx);
+  /*
+   Discards the transaction.
+   */
+  int32_t (*rollback)(void *ctx);
+} SignalStoreCallbacks;
 
 /*
  One device as the relay lists it: a user id, a device id and the registration id
@@ -265,6 +358,41 @@ uint32_t signal_abi_version(void);
  freeing one twice, is undefined behaviour.
  */
 void signal_buffer_free(SignalBuffer buffer);
+
+/*
+ Creates a store whose records live in the application's own database, reached
+ through `callbacks` (copied; `callbacks->ctx` must outlive the store). The local
+ identity and registration id are given here (persist them yourself, e.g. with
+ `signal_identity_serialize`). Every callback must be non-null.
+
+ Writes outside a session commit (storing prekeys, sender keys) are single `store` /
+ `remove` calls, not bracketed by `begin` / `commit`.
+
+ # Safety
+ `callbacks` null or readable; its function pointers valid for the store's lifetime;
+ `identity` null or live; `out_store` null or writable.
+ */
+SignalErrorCode signal_store_new_callbacks(const SignalStoreCallbacks *callbacks,
+                                           const SignalIdentity *identity,
+                                           uint32_t registration_id,
+                                           SignalStore **out_store);
+
+/*
+ From a `load` callback: copies `len` bytes at `data` in as the value found.
+
+ # Safety
+ `slot` must be the slot passed to the running callback; `data` null or readable
+ for `len` bytes.
+ */
+SignalErrorCode signal_slot_set(SignalSlot *slot, const uint8_t *data, size_t len);
+
+/*
+ From a `list` callback: adds one key (copied).
+
+ # Safety
+ As for [`signal_slot_set`].
+ */
+SignalErrorCode signal_slot_push_key(SignalSlot *slot, const uint8_t *key, size_t len);
 
 /*
  The message explaining the last failed call on **this thread**, or null if the

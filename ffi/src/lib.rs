@@ -16,6 +16,7 @@
 
 mod backend;
 pub mod buffer;
+pub mod callback;
 pub mod error;
 pub mod group;
 pub mod maintenance;
