@@ -122,6 +122,155 @@ static SignalStore *memory_store(uint32_t registration_id) {
     return store;
 }
 
+
+/* ---- A callback store: the application's own "database" (an array with
+ * snapshot transactions), as an app with its own storage would provide. ---- */
+typedef struct {
+    uint32_t kind;
+    uint8_t *key, *value;
+    size_t key_len, value_len;
+} Entry;
+
+typedef struct {
+    Entry *entries, *snapshot;
+    size_t n, snapshot_n;
+    int in_tx, fail_commit, commits;
+} Db;
+
+static Entry *copy_entries(const Entry *src, size_t n) {
+    Entry *dst = calloc(n ? n : 1, sizeof *dst);
+    for (size_t i = 0; i < n; i++) {
+        dst[i] = src[i];
+        dst[i].key = malloc(src[i].key_len ? src[i].key_len : 1);
+        dst[i].value = malloc(src[i].value_len ? src[i].value_len : 1);
+        memcpy(dst[i].key, src[i].key, src[i].key_len);
+        memcpy(dst[i].value, src[i].value, src[i].value_len);
+    }
+    return dst;
+}
+
+static void free_entries(Entry *e, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        free(e[i].key);
+        free(e[i].value);
+    }
+    free(e);
+}
+
+static Entry *db_find(Db *db, uint32_t kind, const uint8_t *key, size_t len) {
+    for (size_t i = 0; i < db->n; i++)
+        if (db->entries[i].kind == kind && db->entries[i].key_len == len && memcmp(db->entries[i].key, key, len) == 0)
+            return &db->entries[i];
+    return NULL;
+}
+
+static int32_t cb_load(void *ctx, uint32_t kind, const uint8_t *key, size_t len, SignalSlot *slot) {
+    Entry *e = db_find(ctx, kind, key, len);
+    if (!e) return 1;
+    return signal_slot_set(slot, e->value, e->value_len) == SIGNAL_OK ? 0 : -1;
+}
+
+static int32_t cb_store(void *ctx, uint32_t kind, const uint8_t *key, size_t len, const uint8_t *value, size_t vlen) {
+    Db *db = ctx;
+    Entry *e = db_find(db, kind, key, len);
+    if (!e) {
+        db->entries = realloc(db->entries, (db->n + 1) * sizeof *db->entries);
+        e = &db->entries[db->n++];
+        e->kind = kind;
+        e->key_len = len;
+        e->key = malloc(len ? len : 1);
+        memcpy(e->key, key, len);
+    } else {
+        free(e->value);
+    }
+    e->value_len = vlen;
+    e->value = malloc(vlen ? vlen : 1);
+    memcpy(e->value, value, vlen);
+    return 0;
+}
+
+static int32_t cb_remove(void *ctx, uint32_t kind, const uint8_t *key, size_t len) {
+    Db *db = ctx;
+    Entry *e = db_find(db, kind, key, len);
+    if (e) {
+        free(e->key);
+        free(e->value);
+        *e = db->entries[--db->n];
+    }
+    return 0;
+}
+
+static int32_t cb_list(void *ctx, uint32_t kind, SignalSlot *slot) {
+    Db *db = ctx;
+    for (size_t i = 0; i < db->n; i++)
+        if (db->entries[i].kind == kind &&
+            signal_slot_push_key(slot, db->entries[i].key, db->entries[i].key_len) != SIGNAL_OK)
+            return -1;
+    return 0;
+}
+
+static int32_t cb_begin(void *ctx) {
+    Db *db = ctx;
+    if (db->in_tx) return -1;
+    db->snapshot = copy_entries(db->entries, db->n);
+    db->snapshot_n = db->n;
+    db->in_tx = 1;
+    return 0;
+}
+
+static int32_t cb_commit(void *ctx) {
+    Db *db = ctx;
+    if (db->fail_commit) return 42;
+    free_entries(db->snapshot, db->snapshot_n);
+    db->snapshot = NULL;
+    db->in_tx = 0;
+    db->commits++;
+    return 0;
+}
+
+static int32_t cb_rollback(void *ctx) {
+    Db *db = ctx;
+    if (!db->in_tx) return 0;
+    free_entries(db->entries, db->n);
+    db->entries = db->snapshot;
+    db->n = db->snapshot_n;
+    db->snapshot = NULL;
+    db->in_tx = 0;
+    return 0;
+}
+
+static void callback_store_flow(Party *alice) {
+    Db db = {0};
+    SignalStoreCallbacks cbs = {&db, cb_load, cb_store, cb_remove, cb_list, cb_begin, cb_commit, cb_rollback};
+    SignalIdentity *id;
+    Party dave = {"dave", NULL};
+    CHECK(signal_identity_generate(&id));
+    SignalStoreCallbacks incomplete = cbs;
+    incomplete.commit = NULL;
+    EXPECT_ERR(signal_store_new_callbacks(&incomplete, id, 4, &dave.store), SIGNAL_ERR_NULL_POINTER);
+    CHECK(signal_store_new_callbacks(&cbs, id, 4, &dave.store));
+    signal_identity_free(id);
+
+    start_session(alice, &dave, 1);
+    SignalBuffer ct, pt;
+    CHECK(signal_session_encrypt(alice->store, "dave", 1, (const uint8_t *)"hi Dave", 7, &ct));
+    /* The app's commit fails: an error, and its database is as before. */
+    db.fail_commit = 1;
+    size_t n_before = db.n;
+    EXPECT_ERR(signal_session_decrypt(dave.store, "alice", 1, ct.data, ct.len, &pt), SIGNAL_ERR_STORE);
+    EXPECT(db.n == n_before && db.in_tx == 0);
+    db.fail_commit = 0;
+    CHECK(signal_session_decrypt(dave.store, "alice", 1, ct.data, ct.len, &pt));
+    EXPECT(pt.len == 7 && memcmp(pt.data, "hi Dave", 7) == 0);
+    signal_buffer_free(ct);
+    signal_buffer_free(pt);
+    send_1to1(&dave, alice, "hi Alice, Dave here");
+    send_1to1(alice, &dave, "second");
+    EXPECT(db.commits >= 3);
+    signal_store_free(dave.store);
+    free_entries(db.entries, db.n);
+}
+
 int main(void) {
     EXPECT(signal_abi_version() == SIGNAL_ABI_VERSION);
     EXPECT(strlen(signal_library_version()) > 0);
@@ -293,6 +442,8 @@ int main(void) {
         signal_fanout_free(fo);
         signal_store_free(bob2);
     }
+
+    callback_store_flow(alice);
 
     /* Key maintenance: the first run creates current keys and one-time batches. */
     {

@@ -22,7 +22,7 @@ __all__ = [
     "InvalidMessageError", "DuplicateMessageError", "TooFarAheadError", "UnknownPreKeyError",
     "NoSenderKeyError", "StoreError", "WrongKeyError", "ConflictError", "CryptoError",
     "ProtocolError", "NotFoundError", "InternalError", "Identity", "Store", "Device", "FanOut",
-    "MaintenanceReport", "generate_group_id", "safety_number", "verify_scanned", "GROUP_ID_LEN",
+    "MaintenanceReport", "KeyValueBackend", "generate_group_id", "safety_number", "verify_scanned", "GROUP_ID_LEN",
 ]
 
 ABI_VERSION = 1
@@ -327,6 +327,14 @@ class Store:
         return self._fanout(lib.signal_group_remove_member, self._h, g, gn, _s(own_user), own_device,
                             _s(removed_user), arr, count)
 
+    @classmethod
+    def with_callbacks(cls, backend: "KeyValueBackend", identity: Identity, registration_id: int) -> "Store":
+        """A store whose records live in ``backend`` (the application's own storage)."""
+        callbacks = backend._callbacks()
+        store = cls._open(lib.signal_store_new_callbacks, ctypes.byref(callbacks), identity._h, registration_id)
+        store._backend = (backend, callbacks)  # the C function pointers must outlive the store
+        return store
+
     def run_maintenance(self, now: int, server_one_time_prekeys: int,
                         server_kem_one_time_prekeys: int) -> MaintenanceReport:
         r = SignalMaintenanceReport()
@@ -365,3 +373,83 @@ def verify_scanned(local_user: str, local_identity: bytes, remote_user: str, rem
     _check(lib.signal_safety_number_verify_scanned(_s(local_user), lp, ln, _s(remote_user), rp, rn,
                                                    sp, sn, ctypes.byref(out)))
     return bool(out.value)
+
+
+class KeyValueBackend:
+    """Storage for :meth:`Store.with_callbacks`. Subclass and override ``get``, ``put``,
+    ``delete``, ``keys``, ``begin``, ``commit`` and ``rollback`` to use your own database;
+    this default keeps records in a dict with snapshot transactions. An exception in a
+    method becomes ``StoreError`` for the library's caller and nothing is committed."""
+
+    def __init__(self):
+        self.data = {}
+        self._snapshot = None
+
+    def get(self, kind: int, key: bytes) -> Optional[bytes]:
+        return self.data.get((kind, key))
+
+    def put(self, kind: int, key: bytes, value: bytes) -> None:
+        self.data[(kind, key)] = value
+
+    def delete(self, kind: int, key: bytes) -> None:
+        self.data.pop((kind, key), None)
+
+    def keys(self, kind: int) -> List[bytes]:
+        return [k for (kd, k) in self.data if kd == kind]
+
+    def begin(self) -> None:
+        self._snapshot = dict(self.data)
+
+    def commit(self) -> None:
+        self._snapshot = None
+
+    def rollback(self) -> None:
+        if self._snapshot is not None:
+            self.data, self._snapshot = self._snapshot, None
+
+    def _callbacks(self) -> "_lib.SignalStoreCallbacks":
+        def guarded(fn):
+            def wrapper(*args):
+                try:
+                    return fn(*args)
+                except Exception:  # never let a Python exception cross into C
+                    return -1
+            return wrapper
+
+        @guarded
+        def load(_ctx, kind, key, key_len, slot):
+            value = self.get(kind, ctypes.string_at(key, key_len))
+            if value is None:
+                return 1
+            p, n = _in(value)
+            return lib.signal_slot_set(slot, p, n)
+
+        @guarded
+        def store(_ctx, kind, key, key_len, value, value_len):
+            self.put(kind, ctypes.string_at(key, key_len), ctypes.string_at(value, value_len))
+            return 0
+
+        @guarded
+        def remove(_ctx, kind, key, key_len):
+            self.delete(kind, ctypes.string_at(key, key_len))
+            return 0
+
+        @guarded
+        def list_keys(_ctx, kind, slot):
+            for k in self.keys(kind):
+                p, n = _in(k)
+                if lib.signal_slot_push_key(slot, p, n) != 0:
+                    return -1
+            return 0
+
+        def tx(method):
+            @guarded
+            def call(_ctx):
+                method()
+                return 0
+            return call
+
+        return _lib.SignalStoreCallbacks(
+            None, _lib.LOAD_CB(load), _lib.STORE_CB(store), _lib.REMOVE_CB(remove),
+            _lib.LIST_CB(list_keys), _lib.TX_CB(tx(self.begin)), _lib.TX_CB(tx(self.commit)),
+            _lib.TX_CB(tx(self.rollback)))

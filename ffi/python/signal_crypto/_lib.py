@@ -36,6 +36,26 @@ class SignalMaintenanceReport(ctypes.Structure):
     ]
 
 
+LOAD_CB = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_uint32, c_u8_p, ctypes.c_size_t, ctypes.c_void_p)
+STORE_CB = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_uint32, c_u8_p, ctypes.c_size_t, c_u8_p, ctypes.c_size_t)
+REMOVE_CB = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_uint32, c_u8_p, ctypes.c_size_t)
+LIST_CB = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
+TX_CB = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
+
+
+class SignalStoreCallbacks(ctypes.Structure):
+    _fields_ = [
+        ("ctx", ctypes.c_void_p),
+        ("load", LOAD_CB),
+        ("store", STORE_CB),
+        ("remove", REMOVE_CB),
+        ("list", LIST_CB),
+        ("begin", TX_CB),
+        ("commit", TX_CB),
+        ("rollback", TX_CB),
+    ]
+
+
 def _load():
     path = os.environ.get("SIGNAL_CRYPTO_LIB") or ctypes.util.find_library("signal_crypto_lib")
     if not path:
@@ -96,6 +116,9 @@ _SIGNATURES = {
     "signal_group_remove_member": (RC, [P, c_u8_p, SZ, S, U32, S, DEV_P, SZ, PP]),
     "signal_safety_number": (RC, [S, c_u8_p, SZ, S, c_u8_p, SZ, BUF_P, BUF_P]),
     "signal_safety_number_verify_scanned": (RC, [S, c_u8_p, SZ, S, c_u8_p, SZ, c_u8_p, SZ, ctypes.POINTER(U8)]),
+    "signal_store_new_callbacks": (RC, [ctypes.POINTER(SignalStoreCallbacks), P, U32, PP]),
+    "signal_slot_set": (RC, [ctypes.c_void_p, c_u8_p, SZ]),
+    "signal_slot_push_key": (RC, [ctypes.c_void_p, c_u8_p, SZ]),
     "signal_store_run_maintenance": (RC, [P, U64, SZ, SZ, ctypes.POINTER(SignalMaintenanceReport)]),
 }
 

@@ -194,3 +194,34 @@ def test_bad_input(parties):
     closed.close()
     with pytest.raises(sc.NullPointerError):
         closed.encrypt("bob", 1, b"x")
+
+
+class FailingCommit(sc.KeyValueBackend):
+    fail = False
+
+    def commit(self):
+        if self.fail:
+            raise RuntimeError("disk full")
+        super().commit()
+
+
+def test_callback_store(parties):
+    _, s = parties
+    backend = FailingCommit()
+    dave = Store.with_callbacks(backend, Identity.generate(), 4)
+    s["alice"].process_bundle("dave", 1, dave.generate_prekeys(1, 1, 1, NOW))
+    ct = s["alice"].encrypt("dave", 1, b"hi Dave")
+    backend.fail = True
+    before = dict(backend.data)
+    with pytest.raises(sc.StoreError):
+        dave.decrypt("alice", 1, ct)
+    assert backend.data == before
+    backend.fail = False
+    assert dave.decrypt("alice", 1, ct) == b"hi Dave"
+    send(dave, "dave", s["alice"], "alice", b"hi Alice")
+    send(s["alice"], "alice", dave, "dave", b"again")
+    gid = sc.generate_group_id()
+    out = dave.group_distribute(gid, "dave", 1, [Device("alice", 1, 1)])
+    assert deliver(out, "dave", s) == 1
+    assert s["alice"].group_decrypt(gid, "dave", 1, dave.group_encrypt(gid, "dave", 1, b"g")) == b"g"
+    dave.close()
