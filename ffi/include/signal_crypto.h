@@ -298,9 +298,8 @@ typedef struct {
 } SignalDevice;
 
 /*
- What one maintenance run did. Everything new is already stored; fetch a bundle to
- upload with `signal_store_generate_prekeys` as usual, or upload per your relay's
- protocol.
+ What one maintenance run did. Everything new is already stored. Upload the new
+ current signed and last-resort KEM prekeys with [`signal_store_current_bundle`].
  */
 typedef struct {
   /*
@@ -522,6 +521,18 @@ SignalErrorCode signal_store_run_maintenance(const SignalStore *store,
                                              size_t server_one_time_prekeys,
                                              size_t server_kem_one_time_prekeys,
                                              SignalMaintenanceReport *out_report);
+
+/*
+ The bundle of this device's **current** signed prekey and current last-resort
+ ML-KEM prekey (the newest by creation time, as key maintenance defines "current"),
+ with no one-time prekey: what to upload after [`signal_store_run_maintenance`]
+ rotated a key. Fails with `SIGNAL_ERR_NOT_FOUND` if either kind is missing (run
+ maintenance first).
+
+ # Safety
+ `store` null or live; `out_bundle` null or writable.
+ */
+SignalErrorCode signal_store_current_bundle(const SignalStore *store, SignalBuffer *out_bundle);
 
 /*
  Computes the safety number between (`local_user`, local public identity key) and

@@ -3,13 +3,14 @@
 
 use signal_core::maintenance::{KeyMaintenance, ServerPreKeyCounts};
 
-use crate::buffer::{handle, out};
-use crate::error::{SignalErrorCode, guard};
+use signal_core::prekey::PreKeyBundle;
+
+use crate::buffer::{SignalBuffer, handle, out};
+use crate::error::{FfiError, SignalErrorCode, guard};
 use crate::store::SignalStore;
 
-/// What one maintenance run did. Everything new is already stored; fetch a bundle to
-/// upload with `signal_store_generate_prekeys` as usual, or upload per your relay's
-/// protocol.
+/// What one maintenance run did. Everything new is already stored. Upload the new
+/// current signed and last-resort KEM prekeys with [`signal_store_current_bundle`].
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SignalMaintenanceReport {
@@ -74,4 +75,70 @@ pub unsafe extern "C" fn signal_store_run_maintenance(
         };
         Ok(())
     })
+}
+
+/// The bundle of this device's **current** signed prekey and current last-resort
+/// ML-KEM prekey (the newest by creation time, as key maintenance defines "current"),
+/// with no one-time prekey: what to upload after [`signal_store_run_maintenance`]
+/// rotated a key. Fails with `SIGNAL_ERR_NOT_FOUND` if either kind is missing (run
+/// maintenance first).
+///
+/// # Safety
+/// `store` null or live; `out_bundle` null or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn signal_store_current_bundle(
+    store: *const SignalStore,
+    out_bundle: *mut SignalBuffer,
+) -> SignalErrorCode {
+    guard(|| {
+        // SAFETY: forwarded contract.
+        let store = unsafe { handle(store, "store") }?;
+        // SAFETY: forwarded contract.
+        let out_bundle = unsafe { out(out_bundle, "out_bundle") }?;
+        let s = store.lock()?;
+        let not_found = |what: &str| {
+            FfiError::new(
+                SignalErrorCode::SIGNAL_ERR_NOT_FOUND,
+                format!("no {what} stored: run key maintenance first"),
+            )
+        };
+        let mut signed = None;
+        for id in s.signed_prekey_ids()? {
+            if let Some(r) = s.load_signed_prekey(id)? {
+                signed = match signed {
+                    Some(best) if key_of(&best) >= (r.created_at(), r.id()) => Some(best),
+                    _ => Some(r),
+                };
+            }
+        }
+        let mut kem = None;
+        for id in s.kem_prekey_ids()? {
+            if let Some(r) = s.load_kem_prekey(id)?.filter(|r| r.is_last_resort()) {
+                kem = match kem {
+                    Some(best) if kem_key_of(&best) >= (r.created_at(), r.id()) => Some(best),
+                    _ => Some(r),
+                };
+            }
+        }
+        let signed = signed.ok_or_else(|| not_found("signed prekey"))?;
+        let kem = kem.ok_or_else(|| not_found("last-resort KEM prekey"))?;
+        let identity = s.local_identity()?;
+        let bundle = PreKeyBundle {
+            registration_id: s.local_registration_id()?,
+            identity: *identity.public(),
+            signed_prekey: signed.public().clone(),
+            one_time_prekey: None,
+            kem_prekey: kem.public().clone(),
+        };
+        *out_bundle = SignalBuffer::from_vec(bundle.encode());
+        Ok(())
+    })
+}
+
+fn key_of(r: &signal_core::prekey::SignedPreKeyRecord) -> (u64, u32) {
+    (r.created_at(), r.id())
+}
+
+fn kem_key_of(r: &signal_core::prekey::KemPreKeyRecord) -> (u64, u32) {
+    (r.created_at(), r.id())
 }

@@ -453,6 +453,16 @@ int main(void) {
         EXPECT(r.new_one_time_prekeys == 100 && r.new_kem_one_time_prekeys == 100);
         CHECK(signal_store_run_maintenance(alice->store, NOW, 100, 100, &r));
         EXPECT(r.new_signed_prekey == 0 && r.new_one_time_prekeys == 0);
+        /* The current (last-resort) bundle: a new peer starts a session with it. */
+        SignalBuffer current;
+        EXPECT_ERR(signal_store_current_bundle(bob->store, &current), SIGNAL_ERR_NOT_FOUND);
+        CHECK(signal_store_current_bundle(alice->store, &current));
+        Party erin = {"erin", memory_store(5)};
+        CHECK(signal_session_process_bundle(erin.store, "alice", 1, current.data, current.len));
+        signal_buffer_free(current);
+        send_1to1(&erin, alice, "hello via the last-resort prekey");
+        send_1to1(alice, &erin, "hello Erin");
+        signal_store_free(erin.store);
     }
 
     /* Bad input: error codes, never a crash, nothing changed. */

@@ -335,6 +335,10 @@ class Store:
         store._backend = (backend, callbacks)  # the C function pointers must outlive the store
         return store
 
+    def current_bundle(self) -> bytes:
+        """Bundle of the current signed and last-resort KEM prekeys (no one-time prekey)."""
+        return self._buf(lib.signal_store_current_bundle, self._h)
+
     def run_maintenance(self, now: int, server_one_time_prekeys: int,
                         server_kem_one_time_prekeys: int) -> MaintenanceReport:
         r = SignalMaintenanceReport()

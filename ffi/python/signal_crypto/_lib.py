@@ -119,6 +119,7 @@ _SIGNATURES = {
     "signal_store_new_callbacks": (RC, [ctypes.POINTER(SignalStoreCallbacks), P, U32, PP]),
     "signal_slot_set": (RC, [ctypes.c_void_p, c_u8_p, SZ]),
     "signal_slot_push_key": (RC, [ctypes.c_void_p, c_u8_p, SZ]),
+    "signal_store_current_bundle": (RC, [P, BUF_P]),
     "signal_store_run_maintenance": (RC, [P, U64, SZ, SZ, ctypes.POINTER(SignalMaintenanceReport)]),
 }
 

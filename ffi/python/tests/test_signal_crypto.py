@@ -126,6 +126,12 @@ def test_maintenance(parties):
     assert r.new_one_time_prekeys == 100 and r.new_kem_one_time_prekeys == 100
     r = s["alice"].run_maintenance(NOW, 100, 100)
     assert r.new_signed_prekey_id is None and r.new_one_time_prekeys == 0
+    with pytest.raises(sc.NotFoundError):
+        s["bob"].current_bundle()
+    erin = Store.in_memory(Identity.generate(), 5)
+    erin.process_bundle("alice", 1, s["alice"].current_bundle())
+    send(erin, "erin", s["alice"], "alice", b"via last resort")
+    send(s["alice"], "alice", erin, "erin", b"hello Erin")
 
 
 def test_passphrase_store(tmp_path):
