@@ -1,0 +1,2 @@
+/* Copy or symlink ffi/include/signal_crypto.h next to this file before building. */
+#include "signal_crypto.h"
