@@ -11,3 +11,7 @@ export PROPTEST_CASES="${PROPTEST_CASES:-1000}"
 # test mode so they cannot rot.
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+
+# C ABI: the C client (natively and under valgrind) and the Python package against the .so.
+./ffi/tests/run-c-tests.sh
+./ffi/python/run-tests.sh

@@ -8,7 +8,7 @@ use session_store::{DatabaseKey, PassphraseKey, RawKey, SqlStore};
 use signal_core::IdentityKeyPair;
 use signal_core::store::InMemoryStore;
 
-use crate::backend::{Backend, SqlBackend};
+use crate::backend::Backend;
 use crate::buffer::{SignalBuffer, array, bytes, handle, out, string};
 use crate::error::{FfiError, SignalErrorCode, guard};
 
@@ -167,7 +167,7 @@ fn raw_key(key: [u8; 32]) -> RawKey {
 }
 
 fn sql_store(store: SqlStore) -> Result<*mut SignalStore, FfiError> {
-    Ok(boxed(SignalStore::new(Box::new(SqlBackend::new(store)?))))
+    Ok(boxed(SignalStore::new(Box::new(store))))
 }
 
 /// Creates a new SQLCipher database at `path` encrypted under the 32-byte `key`, for a
