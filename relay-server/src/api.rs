@@ -20,9 +20,7 @@ use warp::reply::{Reply, Response};
 use crate::auth::{self, AuthError, Principal};
 use crate::config::MAX_PREKEYS_PER_UPLOAD;
 use crate::server::State;
-use crate::store::{
-    ClaimedBundle, KeyUpload, OutgoingMessage, StoreError, StoredPreKey,
-};
+use crate::store::{ClaimedBundle, KeyUpload, OutgoingMessage, StoreError, StoredPreKey};
 use crate::types::{
     BundleEntry, BundleResponse, DeviceCreated, DeviceEntry, DeviceList, ErrorBody,
     KeyCountsResponse, KeyUploadRequest, LinkDeviceRequest, MismatchedDevices, PreKeyJson,
@@ -53,17 +51,25 @@ impl ApiError {
     }
 
     fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong credentials")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong credentials",
+        )
     }
 
     fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "storage failure")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "storage failure",
+        )
     }
 
     /// The HTTP response.
     pub fn into_response(self) -> Response {
-        let mut r = warp::reply::with_status(warp::reply::json(&self.body), self.status)
-            .into_response();
+        let mut r =
+            warp::reply::with_status(warp::reply::json(&self.body), self.status).into_response();
         if let Some(secs) = self.retry_after
             && let Ok(v) = warp::http::HeaderValue::from_str(&secs.to_string())
         {
@@ -125,7 +131,11 @@ fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
 
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
-        let code = if e.is_data() { "invalid_field" } else { "malformed_json" };
+        let code = if e.is_data() {
+            "invalid_field"
+        } else {
+            "malformed_json"
+        };
         ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
     })
 }
@@ -160,7 +170,10 @@ pub async fn register(state: Arc<State>, body: Bytes) -> ApiResult {
         }
     }
     if !auth::valid_account(&req.account) {
-        return Err(unprocessable("invalid_account", "account: 1-64 of a-z 0-9 _ -"));
+        return Err(unprocessable(
+            "invalid_account",
+            "account: 1-64 of a-z 0-9 _ -",
+        ));
     }
     if !auth::valid_credential(&req.credential) {
         return Err(unprocessable(
@@ -174,7 +187,11 @@ pub async fn register(state: Arc<State>, body: Bytes) -> ApiResult {
         .create_account(&req.account, req.registration_id, &cred, now())
         .await?
     {
-        return Err(ApiError::new(StatusCode::CONFLICT, "account_exists", "account name taken"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "account_exists",
+            "account name taken",
+        ));
     }
     Ok(json(
         StatusCode::OK,
@@ -198,7 +215,13 @@ pub async fn link_device(state: Arc<State>, header: Option<String>, body: Bytes)
     let cred = auth::hash_credential(&req.credential).map_err(|_| ApiError::internal())?;
     match state
         .store
-        .add_device(&me.account, req.registration_id, &cred, state.config.max_devices, now())
+        .add_device(
+            &me.account,
+            req.registration_id,
+            &cred,
+            state.config.max_devices,
+            now(),
+        )
         .await?
     {
         Some(device) => Ok(json(
@@ -211,7 +234,10 @@ pub async fn link_device(state: Arc<State>, header: Option<String>, body: Bytes)
         None => Err(ApiError::new(
             StatusCode::CONFLICT,
             "device_limit",
-            format!("an account has at most {} devices", state.config.max_devices),
+            format!(
+                "an account has at most {} devices",
+                state.config.max_devices
+            ),
         )),
     }
 }
@@ -220,10 +246,17 @@ pub async fn link_device(state: Arc<State>, header: Option<String>, body: Bytes)
 pub async fn remove_device(state: Arc<State>, device: u32, header: Option<String>) -> ApiResult {
     let me = authenticate(&state, header).await?;
     if device == 1 {
-        return Err(unprocessable("primary_device", "device 1 cannot be removed"));
+        return Err(unprocessable(
+            "primary_device",
+            "device 1 cannot be removed",
+        ));
     }
     if !state.store.remove_device(&me.account, device).await? {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_device", "no such device"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_device",
+            "no such device",
+        ));
     }
     state.hub.remove_device(&me.account, device);
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -238,7 +271,11 @@ pub async fn list_devices(state: Arc<State>, account: String, header: Option<Str
         Vec::new()
     };
     if devices.is_empty() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_account", "no such account"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_account",
+            "no such account",
+        ));
     }
     Ok(json(
         StatusCode::OK,
@@ -268,12 +305,19 @@ fn dh_key(k: &PreKeyJson, what: &str) -> Result<DhPublicKey, ApiError> {
 }
 
 fn kem_key(k: &PreKeyJson, what: &str) -> Result<KemPublicKey, ApiError> {
-    KemPublicKey::decode(&k.key)
-        .map_err(|_| unprocessable("invalid_key", format!("{what}: not an encoded ML-KEM-1024 key")))
+    KemPublicKey::decode(&k.key).map_err(|_| {
+        unprocessable(
+            "invalid_key",
+            format!("{what}: not an encoded ML-KEM-1024 key"),
+        )
+    })
 }
 
 fn bad_signature(what: &str) -> ApiError {
-    unprocessable("bad_signature", format!("{what}: signature does not verify"))
+    unprocessable(
+        "bad_signature",
+        format!("{what}: signature does not verify"),
+    )
 }
 
 fn stored(k: &PreKeyJson) -> StoredPreKey {
@@ -305,8 +349,9 @@ pub async fn upload_keys(state: Arc<State>, header: Option<String>, body: Bytes)
         .identity
         .as_deref()
         .map(|b| {
-            IdentityKey::decode(b)
-                .map_err(|_| unprocessable("invalid_identity", "identity: not an encoded identity key"))
+            IdentityKey::decode(b).map_err(|_| {
+                unprocessable("invalid_identity", "identity: not an encoded identity key")
+            })
         })
         .transpose()?;
     let current = dev
@@ -323,15 +368,14 @@ pub async fn upload_keys(state: Arc<State>, header: Option<String>, body: Bytes)
         || req.last_resort_kem_prekey.is_some()
         || !req.one_time_prekeys.is_empty()
         || !req.kem_prekeys.is_empty();
-    let identity = match current.or(new_identity) {
-        Some(i) => i,
-        None if has_prekeys => {
-            return Err(unprocessable(
-                "identity_required",
-                "upload the identity key before (or with) prekeys",
-            ));
-        }
-        None => return Err(unprocessable("empty_upload", "nothing to upload")),
+    if !has_prekeys && new_identity.is_none() {
+        return Err(unprocessable("empty_upload", "nothing to upload"));
+    }
+    let Some(identity) = current.or(new_identity) else {
+        return Err(unprocessable(
+            "identity_required",
+            "upload the identity key before (or with) prekeys",
+        ));
     };
 
     if let Some(k) = &req.signed_prekey {
@@ -506,7 +550,10 @@ pub async fn send(
     let me = authenticate(&state, header).await?;
     let req: SendRequest = parse(&body)?;
     if !valid_message_id(&req.id) {
-        return Err(unprocessable("invalid_message_id", "id: 1-64 of A-Z a-z 0-9 _ -"));
+        return Err(unprocessable(
+            "invalid_message_id",
+            "id: 1-64 of A-Z a-z 0-9 _ -",
+        ));
     }
     if req.messages.is_empty() {
         return Err(unprocessable("no_messages", "messages must not be empty"));
@@ -520,7 +567,10 @@ pub async fn send(
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "message_too_large",
-                format!("a message is at most {} bytes", state.config.max_message_bytes),
+                format!(
+                    "a message is at most {} bytes",
+                    state.config.max_message_bytes
+                ),
             ));
         }
     }
@@ -534,7 +584,11 @@ pub async fn send(
         Vec::new()
     };
     if devices.is_empty() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_account", "no such account"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_account",
+            "no such account",
+        ));
     }
     let expected: BTreeSet<u32> = devices
         .iter()
@@ -544,7 +598,11 @@ pub async fn send(
     let missing: Vec<u32> = expected.difference(&given).copied().collect();
     let extra: Vec<u32> = given.difference(&expected).copied().collect();
     if !missing.is_empty() || !extra.is_empty() {
-        let mut e = ApiError::new(StatusCode::CONFLICT, "mismatched_devices", "device list differs");
+        let mut e = ApiError::new(
+            StatusCode::CONFLICT,
+            "mismatched_devices",
+            "device list differs",
+        );
         e.body.mismatched = Some(MismatchedDevices { missing, extra });
         return Err(e);
     }
@@ -559,7 +617,11 @@ pub async fn send(
         .map(|m| m.device)
         .collect();
     if !stale.is_empty() {
-        let mut e = ApiError::new(StatusCode::GONE, "stale_devices", "registration ids changed");
+        let mut e = ApiError::new(
+            StatusCode::GONE,
+            "stale_devices",
+            "registration ids changed",
+        );
         e.body.stale = Some(StaleDevices { stale });
         return Err(e);
     }
@@ -590,21 +652,32 @@ pub async fn send(
     for m in &outgoing {
         state.hub.notify(&recipient, m.device);
     }
-    Ok(json(StatusCode::OK, &serde_json::json!({ "stored": outgoing.len() })))
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "stored": outgoing.len() }),
+    ))
 }
 
 /// `GET /readyz`.
 pub async fn ready(state: Arc<State>) -> Response {
     if state.shutting_down.load(Ordering::Acquire) {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "shutting down")
-            .into_response();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "shutting down",
+        )
+        .into_response();
     }
     match state.store.ping().await {
         Ok(()) => json(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
         Err(e) => {
             tracing::warn!(error = %e, "storage not reachable");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "storage not reachable")
-                .into_response()
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "storage not reachable",
+            )
+            .into_response()
         }
     }
 }

@@ -69,7 +69,10 @@ impl std::fmt::Debug for RelayClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RelayClient")
             .field("base", &self.base)
-            .field("account", &self.creds.as_ref().map(|c| (&c.account, c.device)))
+            .field(
+                "account",
+                &self.creds.as_ref().map(|c| (&c.account, c.device)),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -105,7 +108,10 @@ impl RelayClient {
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut r = self.http.request(method, format!("{}{path}", self.base));
         if let Some(c) = &self.creds {
-            r = r.header("authorization", basic_header(&c.account, c.device, &c.credential));
+            r = r.header(
+                "authorization",
+                basic_header(&c.account, c.device, &c.credential),
+            );
         }
         r
     }
@@ -136,7 +142,13 @@ impl RelayClient {
         let body: Option<ErrorBody> = resp.json().await.ok();
         Err(match (status, body) {
             (StatusCode::TOO_MANY_REQUESTS, _) => ClientError::RateLimited(retry.unwrap_or(1)),
-            (_, Some(ErrorBody { mismatched: Some(m), .. })) => ClientError::Mismatched(m),
+            (
+                _,
+                Some(ErrorBody {
+                    mismatched: Some(m),
+                    ..
+                }),
+            ) => ClientError::Mismatched(m),
             (_, Some(ErrorBody { stale: Some(s), .. })) => ClientError::Stale(s),
             (s, b) => ClientError::Status {
                 status: s.as_u16(),
@@ -336,10 +348,7 @@ impl Delivery {
     /// Acknowledges a message by its `seq`.
     pub async fn ack(&mut self, seq: i64) -> Result<(), ClientError> {
         let text = serde_json::to_string(&ClientFrame::Ack { seq })?;
-        self.ws
-            .send(Message::text(text))
-            .await
-            .map_err(Box::new)?;
+        self.ws.send(Message::text(text)).await.map_err(Box::new)?;
         Ok(())
     }
 

@@ -166,7 +166,11 @@ struct FileConfig {
 /// Command-line flags; each also reads the named `RELAY_*` environment variable.
 /// Flags override the environment, which overrides `config.toml`.
 #[derive(Debug, Parser)]
-#[command(name = "relay-server", version, about = "Signal-protocol relay: prekeys and store-and-forward delivery")]
+#[command(
+    name = "relay-server",
+    version,
+    about = "Signal-protocol relay: prekeys and store-and-forward delivery"
+)]
 pub struct Cli {
     /// Configuration file; when not given, `config.toml` in the working directory is
     /// read if it exists.
@@ -278,37 +282,38 @@ impl Config {
             .clone()
             .or(f.storage)
             .unwrap_or_else(|| "sqlite".into());
-        let storage = match storage_kind.as_str() {
-            "sqlite" => StorageConfig::Sqlite {
-                path: cli
-                    .sqlite_path
-                    .clone()
-                    .or(f.sqlite_path)
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_SQLITE_PATH)),
-            },
-            "postgres" => {
-                let url = cli.postgres_url.clone().or(f.postgres_url).ok_or(
-                    ConfigError::Invalid {
-                        key: "postgres_url",
-                        message: "required when storage = \"postgres\"".into(),
-                    },
-                )?;
-                let pool_size = match &cli.postgres_pool_size {
-                    Some(v) => parse_num("postgres_pool_size", v)?,
-                    None => f.postgres_pool_size.unwrap_or(16),
-                };
-                StorageConfig::Postgres {
-                    url,
-                    pool_size: positive("postgres_pool_size", pool_size)?,
+        let storage =
+            match storage_kind.as_str() {
+                "sqlite" => StorageConfig::Sqlite {
+                    path: cli
+                        .sqlite_path
+                        .clone()
+                        .or(f.sqlite_path)
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_SQLITE_PATH)),
+                },
+                "postgres" => {
+                    let url = cli.postgres_url.clone().or(f.postgres_url).ok_or(
+                        ConfigError::Invalid {
+                            key: "postgres_url",
+                            message: "required when storage = \"postgres\"".into(),
+                        },
+                    )?;
+                    let pool_size = match &cli.postgres_pool_size {
+                        Some(v) => parse_num("postgres_pool_size", v)?,
+                        None => f.postgres_pool_size.unwrap_or(16),
+                    };
+                    StorageConfig::Postgres {
+                        url,
+                        pool_size: positive("postgres_pool_size", pool_size)?,
+                    }
                 }
-            }
-            other => {
-                return Err(ConfigError::Invalid {
-                    key: "storage",
-                    message: format!("expected \"sqlite\" or \"postgres\", got {other:?}"),
-                });
-            }
-        };
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key: "storage",
+                        message: format!("expected \"sqlite\" or \"postgres\", got {other:?}"),
+                    });
+                }
+            };
 
         macro_rules! num {
             ($field:ident, $key:literal, $default:expr) => {
@@ -322,11 +327,17 @@ impl Config {
             };
         }
         let max_devices: u32 = num!(max_devices, "max_devices", DEFAULT_MAX_DEVICES);
-        let max_message_bytes: usize =
-            num!(max_message_bytes, "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES);
+        let max_message_bytes: usize = num!(
+            max_message_bytes,
+            "max_message_bytes",
+            DEFAULT_MAX_MESSAGE_BYTES
+        );
         let max_body_bytes: u64 = num!(max_body_bytes, "max_body_bytes", DEFAULT_MAX_BODY_BYTES);
-        let message_ttl_secs: u64 =
-            num!(message_ttl_secs, "message_ttl_secs", DEFAULT_MESSAGE_TTL_SECS);
+        let message_ttl_secs: u64 = num!(
+            message_ttl_secs,
+            "message_ttl_secs",
+            DEFAULT_MESSAGE_TTL_SECS
+        );
         let max_queue_per_device: u64 = num!(
             max_queue_per_device,
             "max_queue_per_device",
@@ -407,8 +418,13 @@ mod tests {
 
     #[test]
     fn invalid_setting_is_named() {
-        let err = Config::load(&cli(&["--max-devices", "zero", "--config", "/nonexistent.toml"]))
-            .unwrap_err();
+        let err = Config::load(&cli(&[
+            "--max-devices",
+            "zero",
+            "--config",
+            "/nonexistent.toml",
+        ]))
+        .unwrap_err();
         assert!(err.to_string().contains("/nonexistent.toml"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
@@ -428,8 +444,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
         std::fs::write(&p, "max_devices = 3\nlisten = \"127.0.0.1:9000\"\n").unwrap();
-        let c = Config::load(&cli(&["--config", p.to_str().unwrap(), "--max-devices", "4"]))
-            .unwrap();
+        let c = Config::load(&cli(&[
+            "--config",
+            p.to_str().unwrap(),
+            "--max-devices",
+            "4",
+        ]))
+        .unwrap();
         assert_eq!(c.max_devices, 4);
         assert_eq!(c.listen.port(), 9000);
     }

@@ -4,6 +4,7 @@
 //! acknowledges each message by `seq`; only then is it deleted, so anything not
 //! acknowledged is pushed again on the next connection.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -34,7 +35,11 @@ fn frame(f: &ServerFrame) -> Option<Message> {
 pub async fn serve(state: Arc<State>, me: Principal, socket: WebSocket) {
     let conn = state.hub.register(&me.account, me.device);
     let (mut tx, mut rx) = socket.split();
-    let mut last_sent: i64 = 0;
+    // Seqs pushed on this connection and not yet acknowledged. Each read scans the
+    // whole unacknowledged queue rather than only `seq > last pushed`: with PostgreSQL,
+    // sequence values are taken before commit, so a transaction can commit a *lower*
+    // seq after a higher one was already pushed; a high-water mark would skip it.
+    let mut pushed: HashSet<i64> = HashSet::new();
     let mut sent_empty = false;
     let mut catch_up = tokio::time::interval(state.config.catch_up_interval);
     catch_up.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -60,13 +65,14 @@ pub async fn serve(state: Arc<State>, me: Principal, socket: WebSocket) {
             }
         }
         // Push everything queued after what this connection already sent.
+        let mut cursor: i64 = 0;
         while fetch {
             let batch = match state
                 .store
                 .fetch_messages(
                     &me.account,
                     me.device,
-                    last_sent,
+                    cursor,
                     FETCH_BATCH,
                     now().saturating_sub(ttl),
                 )
@@ -81,7 +87,10 @@ pub async fn serve(state: Arc<State>, me: Principal, socket: WebSocket) {
             };
             let n = batch.len();
             for m in batch {
-                last_sent = m.seq;
+                cursor = m.seq;
+                if !pushed.insert(m.seq) {
+                    continue;
+                }
                 let Some(f) = frame(&ServerFrame::Message {
                     seq: m.seq,
                     sender: m.sender,
@@ -120,6 +129,7 @@ pub async fn serve(state: Arc<State>, me: Principal, socket: WebSocket) {
                     if let Ok(text) = msg.to_str() {
                         match serde_json::from_str::<ClientFrame>(text) {
                             Ok(ClientFrame::Ack { seq }) => {
+                                pushed.remove(&seq);
                                 // Deletes only from this device's own queue.
                                 match state.store.ack(&me.account, me.device, seq).await {
                                     Ok(true) => { state.metrics.acked.fetch_add(1, Ordering::Relaxed); }

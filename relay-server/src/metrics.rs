@@ -81,17 +81,33 @@ impl Metrics {
     /// Renders every metric; `queue_depth` and `connected` are sampled by the caller.
     pub fn render(&self, queue_depth: Option<u64>, connected: usize) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP relay_requests_total HTTP requests by route and status.");
+        let _ = writeln!(
+            out,
+            "# HELP relay_requests_total HTTP requests by route and status."
+        );
         let _ = writeln!(out, "# TYPE relay_requests_total counter");
-        for ((route, status), n) in self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for ((route, status), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             let _ = writeln!(
                 out,
                 "relay_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
             );
         }
-        let _ = writeln!(out, "# HELP relay_request_duration_seconds HTTP request latency by route.");
+        let _ = writeln!(
+            out,
+            "# HELP relay_request_duration_seconds HTTP request latency by route."
+        );
         let _ = writeln!(out, "# TYPE relay_request_duration_seconds histogram");
-        for (route, h) in self.latency.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (route, h) in self
+            .latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     out,
@@ -104,12 +120,22 @@ impl Metrics {
                 "relay_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
                 h.count
             );
-            let _ = writeln!(out, "relay_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
-            let _ = writeln!(out, "relay_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "relay_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "relay_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                h.count
+            );
         }
-        let gauges = [
-            ("relay_connected_devices", "WebSocket connections on this replica.", connected as u64),
-        ];
+        let gauges = [(
+            "relay_connected_devices",
+            "WebSocket connections on this replica.",
+            connected as u64,
+        )];
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
@@ -120,10 +146,26 @@ impl Metrics {
             );
         }
         let counters = [
-            ("relay_notifications_total", "PostgreSQL notifications received.", &self.notifications),
-            ("relay_messages_accepted_total", "Messages stored (one per recipient device).", &self.accepted),
-            ("relay_messages_delivered_total", "Messages pushed on WebSockets.", &self.delivered),
-            ("relay_messages_acked_total", "Messages acknowledged and deleted.", &self.acked),
+            (
+                "relay_notifications_total",
+                "PostgreSQL notifications received.",
+                &self.notifications,
+            ),
+            (
+                "relay_messages_accepted_total",
+                "Messages stored (one per recipient device).",
+                &self.accepted,
+            ),
+            (
+                "relay_messages_delivered_total",
+                "Messages pushed on WebSockets.",
+                &self.delivered,
+            ),
+            (
+                "relay_messages_acked_total",
+                "Messages acknowledged and deleted.",
+                &self.acked,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(
@@ -142,12 +184,24 @@ mod tests {
 
     #[test]
     fn routes_hide_names() {
-        assert_eq!(route_of("PUT", "/v1/messages/alice"), "PUT /v1/messages/{account}");
-        assert_eq!(route_of("GET", "/v1/bundles/bob/2"), "GET /v1/bundles/{account}/{device}");
+        assert_eq!(
+            route_of("PUT", "/v1/messages/alice"),
+            "PUT /v1/messages/{account}"
+        );
+        assert_eq!(
+            route_of("GET", "/v1/bundles/bob/2"),
+            "GET /v1/bundles/{account}/{device}"
+        );
         let m = Metrics::default();
-        m.observe(route_of("PUT", "/v1/messages/alice"), 200, Duration::from_millis(3));
+        m.observe(
+            route_of("PUT", "/v1/messages/alice"),
+            200,
+            Duration::from_millis(3),
+        );
         let text = m.render(Some(1), 2);
         assert!(!text.contains("alice"));
-        assert!(text.contains("relay_requests_total{route=\"PUT /v1/messages/{account}\",status=\"200\"} 1"));
+        assert!(text.contains(
+            "relay_requests_total{route=\"PUT /v1/messages/{account}\",status=\"200\"} 1"
+        ));
     }
 }

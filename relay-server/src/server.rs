@@ -186,9 +186,8 @@ pub fn routes(
 ) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
     let s = || with_state(Arc::clone(&state));
     let auth = || warp::header::optional::<String>("authorization");
-    let body = || {
-        warp::body::content_length_limit(state.config.max_body_bytes).and(warp::body::bytes())
-    };
+    let body =
+        || warp::body::content_length_limit(state.config.max_body_bytes).and(warp::body::bytes());
 
     let register = warp::post()
         .and(warp::path!("v1" / "accounts"))
@@ -298,24 +297,32 @@ pub fn routes(
         }))
 }
 
-async fn websocket(
-    state: Arc<State>,
-    header: Option<String>,
-    ws: warp::ws::Ws,
-) -> Response {
+async fn websocket(state: Arc<State>, header: Option<String>, ws: warp::ws::Ws) -> Response {
     let me = match crate::auth::authenticate(state.store.as_ref(), header.as_deref()).await {
         Ok(p) => p,
         Err(e) => return ApiError::from(e).into_response(),
     };
     if state.shutting_down.load(Ordering::Acquire) {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "reconnect elsewhere")
-            .into_response();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "reconnect elsewhere",
+        )
+        .into_response();
     }
     if state.hub.len() >= state.config.max_connections {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", "connection cap reached")
-            .into_response();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "connection cap reached",
+        )
+        .into_response();
     }
-    let max = state.config.max_message_bytes.saturating_mul(2).max(64 * 1024);
+    let max = state
+        .config
+        .max_message_bytes
+        .saturating_mul(2)
+        .max(64 * 1024);
     ws.max_message_size(max)
         .on_upgrade(move |socket| crate::delivery::serve(state, me, socket))
         .into_response()
@@ -325,11 +332,23 @@ async fn rejection(r: warp::Rejection) -> Result<Response, std::convert::Infalli
     let e = if r.is_not_found() {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
     } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body too large")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "request body too large",
+        )
     } else if r.find::<warp::reject::LengthRequired>().is_some() {
-        ApiError::new(StatusCode::LENGTH_REQUIRED, "length_required", "send a content-length")
+        ApiError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "send a content-length",
+        )
     } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed",
+        )
     } else {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "bad request")
     };

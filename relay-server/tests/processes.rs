@@ -36,10 +36,12 @@ async fn spawn_relay(storage: &StorageConfig, listen: &str, dir: &Path) -> Proc 
         .kill_on_drop(true);
     match storage {
         StorageConfig::Sqlite { path } => {
-            cmd.env("RELAY_STORAGE", "sqlite").env("RELAY_SQLITE_PATH", path);
+            cmd.env("RELAY_STORAGE", "sqlite")
+                .env("RELAY_SQLITE_PATH", path);
         }
         StorageConfig::Postgres { url, .. } => {
-            cmd.env("RELAY_STORAGE", "postgres").env("RELAY_POSTGRES_URL", url);
+            cmd.env("RELAY_STORAGE", "postgres")
+                .env("RELAY_POSTGRES_URL", url);
         }
     }
     let mut child = cmd.spawn().unwrap();
@@ -155,14 +157,24 @@ async fn three_replicas() {
     const PER_SENDER: usize = 30;
     let mut devices = Vec::new();
     for i in 0..CLIENTS {
-        devices.push(Device::register(&replicas[i % 3].client(), &random_name(&format!("c{i}")), 0, 0).await);
+        devices.push(
+            Device::register(
+                &replicas[i % 3].client(),
+                &random_name(&format!("c{i}")),
+                0,
+                0,
+            )
+            .await,
+        );
     }
     let names: Vec<String> = devices.iter().map(|d| d.account()).collect();
     let regs: Vec<u32> = devices.iter().map(|d| d.registration_id).collect();
     // Each client listens on a different replica than it registered on.
     let mut sockets = Vec::new();
     for (i, d) in devices.iter().enumerate() {
-        let c = replicas[(i + 1) % 3].client().authenticated(&names[i], 1, &d.credential);
+        let c = replicas[(i + 1) % 3]
+            .client()
+            .authenticated(&names[i], 1, &d.credential);
         let mut ws = c.connect().await.unwrap();
         assert_eq!(
             tokio::time::timeout(T, ws.next()).await.unwrap().unwrap(),
@@ -175,7 +187,9 @@ async fn three_replicas() {
     let mut expected: Vec<usize> = vec![0; CLIENTS];
     let mut senders = Vec::new();
     for (i, d) in devices.iter().enumerate() {
-        let c = replicas[(i + 2) % 3].client().authenticated(&names[i], 1, &d.credential);
+        let c = replicas[(i + 2) % 3]
+            .client()
+            .authenticated(&names[i], 1, &d.credential);
         let mut plan = Vec::new();
         for n in 0..PER_SENDER {
             let to = (i + 1 + n % (CLIENTS - 1)) % CLIENTS;
@@ -198,8 +212,14 @@ async fn three_replicas() {
             let mut by_sender: BTreeMap<String, Vec<String>> = BTreeMap::new();
             let mut got = 0;
             while got < want {
-                match tokio::time::timeout(Duration::from_secs(20), ws.next()).await.unwrap().unwrap() {
-                    ServerFrame::Message { sender, id, seq, .. } => {
+                match tokio::time::timeout(Duration::from_secs(20), ws.next())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                {
+                    ServerFrame::Message {
+                        sender, id, seq, ..
+                    } => {
                         by_sender.entry(sender).or_default().push(id);
                         ws.ack(seq).await.unwrap();
                         got += 1;
@@ -208,7 +228,11 @@ async fn three_replicas() {
                 }
             }
             // Nothing more arrives (no duplicates).
-            assert!(tokio::time::timeout(Duration::from_millis(1500), ws.next()).await.is_err());
+            assert!(
+                tokio::time::timeout(Duration::from_millis(1500), ws.next())
+                    .await
+                    .is_err()
+            );
             by_sender
         }));
     }

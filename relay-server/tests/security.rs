@@ -15,7 +15,10 @@ use signal_core::{Address, session};
 const T: Duration = Duration::from_secs(5);
 
 async fn next(d: &mut relay_server::client::Delivery) -> ServerFrame {
-    tokio::time::timeout(T, d.next()).await.expect("frame within 5 s").expect("socket open")
+    tokio::time::timeout(T, d.next())
+        .await
+        .expect("frame within 5 s")
+        .expect("socket open")
 }
 
 fn msg(device: u32, registration_id: u32, body: &[u8]) -> OutgoingJson {
@@ -34,18 +37,31 @@ async fn attacks(backend: Backend) {
     let mallory = Device::register(&relay.client, &random_name("mallory"), 0, 0).await;
     alice2
         .client
-        .send(&alice_name, "to-one", vec![msg(1, alice.registration_id, b"secret")])
+        .send(
+            &alice_name,
+            "to-one",
+            vec![msg(1, alice.registration_id, b"secret")],
+        )
         .await
         .unwrap();
 
     // Mallory's credential under Alice's name: refused for every route, WebSocket too.
-    let forged = relay.client.authenticated(&alice_name, 1, &mallory.credential);
+    let forged = relay
+        .client
+        .authenticated(&alice_name, 1, &mallory.credential);
     for e in [
         forged.key_counts().await.map(|_| ()).unwrap_err(),
-        forged.upload_keys(&mallory.full_upload()).await.unwrap_err(),
+        forged
+            .upload_keys(&mallory.full_upload())
+            .await
+            .unwrap_err(),
         forged.connect().await.map(|_| ()).unwrap_err(),
         forged.remove_device(2).await.unwrap_err(),
-        forged.link_device(5, &credential()).await.map(|_| ()).unwrap_err(),
+        forged
+            .link_device(5, &credential())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
     ] {
         match e {
             ClientError::Status { status, .. } => assert_eq!(status, 401),
@@ -55,11 +71,15 @@ async fn attacks(backend: Backend) {
     }
     // Alice's device 2 cannot read device 1's queue: its credential is only valid for
     // device 2.
-    let cross = relay.client.authenticated(&alice_name, 1, &alice2.credential);
+    let cross = relay
+        .client
+        .authenticated(&alice_name, 1, &alice2.credential);
     assert!(cross.connect().await.is_err());
     // Replaying another device's ack: Mallory and Alice's device 2 ack device 1's seq.
     let mut ws1 = alice.client.connect().await.unwrap();
-    let ServerFrame::Message { seq, body, .. } = next(&mut ws1).await else { panic!() };
+    let ServerFrame::Message { seq, body, .. } = next(&mut ws1).await else {
+        panic!()
+    };
     assert_eq!(body, b"secret");
     ws1.close().await;
     for attacker in [&mallory, &alice2] {
@@ -70,19 +90,37 @@ async fn attacks(backend: Backend) {
         ws.close().await;
     }
     let mut ws1 = alice.client.connect().await.unwrap();
-    let ServerFrame::Message { seq: again, .. } = next(&mut ws1).await else { panic!() };
+    let ServerFrame::Message { seq: again, .. } = next(&mut ws1).await else {
+        panic!()
+    };
     assert_eq!(again, seq, "message survived the replayed acks");
     // Key uploads cannot target another account: Mallory uploading changes only her
     // own keys, and Alice's counts are unchanged.
-    mallory.client.upload_keys(&mallory.full_upload()).await.unwrap();
+    mallory
+        .client
+        .upload_keys(&mallory.full_upload())
+        .await
+        .unwrap();
     let counts = alice.client.key_counts().await.unwrap();
     assert_eq!((counts.one_time, counts.kem_one_time), (2, 2));
     let list = mallory.client.devices(&alice_name).await.unwrap();
-    assert_eq!(list.devices[0].identity.as_deref(), Some(&alice.identity.public().encode()[..]));
+    assert_eq!(
+        list.devices[0].identity.as_deref(),
+        Some(&alice.identity.public().encode()[..])
+    );
     // Mallory cannot remove Alice's device 2 (she can only name devices of her account).
     let e = mallory.client.remove_device(2).await.unwrap_err();
     assert!(matches!(e, ClientError::Status { status: 404, .. }));
-    assert_eq!(mallory.client.devices(&alice_name).await.unwrap().devices.len(), 2);
+    assert_eq!(
+        mallory
+            .client
+            .devices(&alice_name)
+            .await
+            .unwrap()
+            .devices
+            .len(),
+        2
+    );
     relay.stop().await;
 }
 
@@ -132,15 +170,26 @@ async fn bad_input(backend: Backend) {
         assert!((400..500).contains(&code), "{method} {url}: {code} {text}");
     }
     // Oversized body (default limit 4 MiB).
-    let (code, _) = raw("PUT", &format!("{base}/v1/messages/{b_name}"), Some(&auth), vec![b' '; 5 << 20]).await;
+    let code = common::oversized(
+        relay.handle.addr(),
+        &format!("/v1/messages/{b_name}"),
+        &auth,
+        5 << 20,
+    )
+    .await;
     assert_eq!(code, 413);
     // Garbage on the WebSocket closes only that socket.
     let mut ws = a.client.connect().await.unwrap();
     assert_eq!(next(&mut ws).await, ServerFrame::QueueEmpty);
-    ws.send_raw("{\"type\":\"ack\",\"seq\":\"x\"}").await.unwrap();
+    ws.send_raw("{\"type\":\"ack\",\"seq\":\"x\"}")
+        .await
+        .unwrap();
     assert!(tokio::time::timeout(T, ws.next()).await.unwrap().is_err());
     // Still alive and consistent.
-    assert_eq!(raw("GET", &format!("{base}/readyz"), None, vec![]).await.0, 200);
+    assert_eq!(
+        raw("GET", &format!("{base}/readyz"), None, vec![]).await.0,
+        200
+    );
     let counts = a.client.key_counts().await.unwrap();
     assert_eq!((counts.one_time, counts.kem_one_time), (1, 1));
     relay.stop().await;
@@ -155,14 +204,20 @@ async fn concurrent_claims(backend: Backend) {
     for _ in 0..100 {
         let c = fetcher.client.clone();
         let name = name.clone();
-        tasks.push(tokio::spawn(async move { c.bundles(&name, Some(1)).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            c.bundles(&name, Some(1)).await.unwrap()
+        }));
     }
     let mut otk = Vec::new();
     let mut kem = Vec::new();
     let mut last_resort = 0;
     for t in tasks {
         let (_, b) = t.await.unwrap().pop().unwrap();
-        let b = b.verify_for(target.identity.public()).unwrap().bundle().clone();
+        let b = b
+            .verify_for(target.identity.public())
+            .unwrap()
+            .bundle()
+            .clone();
         if let Some(k) = b.one_time_prekey {
             otk.push(k.id);
         }
@@ -173,9 +228,17 @@ async fn concurrent_claims(backend: Backend) {
         }
     }
     let unique: HashSet<_> = otk.iter().collect();
-    assert_eq!(unique.len(), otk.len(), "a one-time EC prekey was handed out twice");
+    assert_eq!(
+        unique.len(),
+        otk.len(),
+        "a one-time EC prekey was handed out twice"
+    );
     let unique_kem: HashSet<_> = kem.iter().collect();
-    assert_eq!(unique_kem.len(), kem.len(), "a one-time KEM prekey was handed out twice");
+    assert_eq!(
+        unique_kem.len(),
+        kem.len(),
+        "a one-time KEM prekey was handed out twice"
+    );
     assert_eq!(otk.len(), 60);
     assert_eq!(kem.len(), 40);
     assert_eq!(last_resort, 60);
@@ -207,7 +270,13 @@ async fn end_to_end(backend: Backend) {
     let alice_addr = Address::new(alice_name.clone(), 1).unwrap();
     let bob_addr = Address::new(bob_name.clone(), 1).unwrap();
 
-    let (_, bundle) = alice.client.bundles(&bob_name, Some(1)).await.unwrap().pop().unwrap();
+    let (_, bundle) = alice
+        .client
+        .bundles(&bob_name, Some(1))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     session::initiate(&mut alice_store, &bob_addr, &bundle.verify().unwrap()).unwrap();
     let mut bob_ws = bob.client.connect().await.unwrap();
     assert_eq!(next(&mut bob_ws).await, ServerFrame::QueueEmpty);
@@ -218,10 +287,19 @@ async fn end_to_end(backend: Backend) {
         let wire = session::encrypt(&mut alice_store, &bob_addr, text.as_bytes()).unwrap();
         alice
             .client
-            .send(&bob_name, &format!("a{round}"), vec![msg(1, bob.registration_id, &wire)])
+            .send(
+                &bob_name,
+                &format!("a{round}"),
+                vec![msg(1, bob.registration_id, &wire)],
+            )
             .await
             .unwrap();
-        let ServerFrame::Message { seq, body, sender, .. } = next(&mut bob_ws).await else { panic!() };
+        let ServerFrame::Message {
+            seq, body, sender, ..
+        } = next(&mut bob_ws).await
+        else {
+            panic!()
+        };
         assert_eq!(sender, alice_name);
         assert_ne!(body, text.as_bytes(), "the relay only sees ciphertext");
         let plain = session::decrypt_and_commit(&mut bob_store, &alice_addr, &body).unwrap();
@@ -231,10 +309,16 @@ async fn end_to_end(backend: Backend) {
         let reply = format!("hi Alice {round}");
         let wire = session::encrypt(&mut bob_store, &alice_addr, reply.as_bytes()).unwrap();
         bob.client
-            .send(&alice_name, &format!("b{round}"), vec![msg(1, alice.registration_id, &wire)])
+            .send(
+                &alice_name,
+                &format!("b{round}"),
+                vec![msg(1, alice.registration_id, &wire)],
+            )
             .await
             .unwrap();
-        let ServerFrame::Message { seq, body, .. } = next(&mut alice_ws).await else { panic!() };
+        let ServerFrame::Message { seq, body, .. } = next(&mut alice_ws).await else {
+            panic!()
+        };
         let plain = session::decrypt_and_commit(&mut alice_store, &bob_addr, &body).unwrap();
         assert_eq!(&plain[..], reply.as_bytes());
         alice_ws.ack(seq).await.unwrap();
@@ -249,7 +333,9 @@ both_backends!(attacks, bad_input, concurrent_claims, end_to_end);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_cross_replica_delivery() {
     let db = common::TestDb::new(Backend::Postgres).await;
-    let a = relay_server::start(common::test_config(db.storage.clone())).await.unwrap();
+    let a = relay_server::start(common::test_config(db.storage.clone()))
+        .await
+        .unwrap();
     let mut cfg = common::test_config(db.storage.clone());
     // Rule out the periodic catch-up read: only the notification can deliver in time.
     cfg.catch_up_interval = Duration::from_secs(3600);
@@ -265,10 +351,16 @@ async fn postgres_cross_replica_delivery() {
         let started = std::time::Instant::now();
         sender
             .client
-            .send(&r_name, &format!("x{i}"), vec![msg(1, receiver.registration_id, b"c")])
+            .send(
+                &r_name,
+                &format!("x{i}"),
+                vec![msg(1, receiver.registration_id, b"c")],
+            )
             .await
             .unwrap();
-        let ServerFrame::Message { id, seq, .. } = next(&mut ws).await else { panic!() };
+        let ServerFrame::Message { id, seq, .. } = next(&mut ws).await else {
+            panic!()
+        };
         assert_eq!(id, format!("x{i}"));
         assert!(started.elapsed() < Duration::from_secs(5));
         ws.ack(seq).await.unwrap();

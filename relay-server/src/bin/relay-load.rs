@@ -169,7 +169,11 @@ async fn main() -> Result<(), BoxError> {
     for r in regs {
         clients.push(r.await??);
     }
-    eprintln!("registered {} clients in {:.1?}", clients.len(), t0.elapsed());
+    eprintln!(
+        "registered {} clients in {:.1?}",
+        clients.len(),
+        t0.elapsed()
+    );
 
     // Connect.
     let delivered = Arc::new(AtomicU64::new(0));
@@ -198,7 +202,10 @@ async fn main() -> Result<(), BoxError> {
                         .and_then(|b| b.try_into().ok())
                         .map(u64::from_le_bytes)
                         .unwrap_or(0);
-                    latencies.lock().await.push(now_nanos().saturating_sub(sent));
+                    latencies
+                        .lock()
+                        .await
+                        .push(now_nanos().saturating_sub(sent));
                     delivered.fetch_add(1, Ordering::Relaxed);
                     *last.lock().await = Instant::now();
                     if ws.ack(seq).await.is_err() {
@@ -264,7 +271,11 @@ async fn main() -> Result<(), BoxError> {
     let rss_end = pid.and_then(rss_kib);
 
     println!("clients            {}", n);
-    println!("messages sent      {} ok, {} failed", sent_ok, failures.load(Ordering::Relaxed));
+    println!(
+        "messages sent      {} ok, {} failed",
+        sent_ok,
+        failures.load(Ordering::Relaxed)
+    );
     println!("delivered          {got}");
     println!(
         "throughput         {:.0} messages/s end to end ({:.2} s)",
@@ -278,7 +289,9 @@ async fn main() -> Result<(), BoxError> {
         percentile(&lat, 0.999)
     );
     if let (Some(a), Some(b), Some(c)) = (rss_start, rss_connected, rss_end) {
-        println!("relay RSS          {a} KiB at start, {b} KiB with {n} idle connections, {c} KiB at end");
+        println!(
+            "relay RSS          {a} KiB at start, {b} KiB with {n} idle connections, {c} KiB at end"
+        );
         println!(
             "per idle connection {:.1} KiB",
             b.saturating_sub(a) as f64 / n.max(1) as f64

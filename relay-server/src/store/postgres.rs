@@ -328,10 +328,26 @@ impl Storage for PostgresStore {
             }
         }
         let groups: [(&str, &str, Vec<&StoredPreKey>); 4] = [
-            ("signed_prekeys", "(account, device)", up.signed_prekey.iter().collect()),
-            ("kem_last_resort", "(account, device)", up.last_resort_kem_prekey.iter().collect()),
-            ("one_time_prekeys", "(account, device, id)", up.one_time_prekeys.iter().collect()),
-            ("kem_prekeys", "(account, device, id)", up.kem_prekeys.iter().collect()),
+            (
+                "signed_prekeys",
+                "(account, device)",
+                up.signed_prekey.iter().collect(),
+            ),
+            (
+                "kem_last_resort",
+                "(account, device)",
+                up.last_resort_kem_prekey.iter().collect(),
+            ),
+            (
+                "one_time_prekeys",
+                "(account, device, id)",
+                up.one_time_prekeys.iter().collect(),
+            ),
+            (
+                "kem_prekeys",
+                "(account, device, id)",
+                up.kem_prekeys.iter().collect(),
+            ),
         ];
         for (table, key, items) in groups {
             if items.is_empty() {
@@ -571,7 +587,9 @@ impl Storage for PostgresStore {
     async fn queue_depth(&self) -> Result<u64, StoreError> {
         let c = self.pool.get().await?;
         to_u64(
-            c.query_one("SELECT COUNT(*) FROM messages", &[]).await?.get(0),
+            c.query_one("SELECT COUNT(*) FROM messages", &[])
+                .await?
+                .get(0),
             "count",
         )
     }
@@ -626,8 +644,9 @@ async fn listen_once(
     config: &tokio_postgres::Config,
 ) -> Result<(tokio_postgres::Client, NotificationStream), StoreError> {
     let (client, mut connection) = config.connect(NoTls).await?;
-    let stream: NotificationStream =
-        Box::pin(futures_util::stream::poll_fn(move |cx| connection.poll_message(cx)));
+    let stream: NotificationStream = Box::pin(futures_util::stream::poll_fn(move |cx| {
+        connection.poll_message(cx)
+    }));
     // The connection must be polled for the LISTEN to complete: run it on the stream's
     // task by forwarding through a channel.
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -641,9 +660,8 @@ async fn listen_once(
         }
     });
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-    let rx: NotificationStream =
-        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|m| (m, rx))
-        }));
+    let rx: NotificationStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|m| (m, rx))
+    }));
     Ok((client, rx))
 }

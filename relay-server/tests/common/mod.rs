@@ -172,7 +172,17 @@ pub const NOW: u64 = 1_700_000_000;
 
 impl Device {
     #[allow(clippy::type_complexity)]
-    pub fn keys(registration_id: u32, n_one_time: u32, n_kem: u32) -> (IdentityKeyPair, SignedPreKeyRecord, Vec<OneTimePreKeyRecord>, Vec<KemPreKeyRecord>, KemPreKeyRecord) {
+    pub fn keys(
+        registration_id: u32,
+        n_one_time: u32,
+        n_kem: u32,
+    ) -> (
+        IdentityKeyPair,
+        SignedPreKeyRecord,
+        Vec<OneTimePreKeyRecord>,
+        Vec<KemPreKeyRecord>,
+        KemPreKeyRecord,
+    ) {
         let identity = IdentityKeyPair::generate().unwrap();
         let signed = SignedPreKeyRecord::generate(&identity, registration_id, 1, NOW).unwrap();
         let one_time = OneTimePreKeyRecord::generate_batch(&identity, 1, n_one_time, NOW).unwrap();
@@ -196,13 +206,32 @@ impl Device {
     pub async fn link(primary: &RelayClient, n_one_time: u32, n_kem: u32) -> Self {
         let registration_id = 1000 + (rand_u32() % 10_000);
         let credential = credential();
-        let client = primary.link_device(registration_id, &credential).await.unwrap();
+        let client = primary
+            .link_device(registration_id, &credential)
+            .await
+            .unwrap();
         Self::with_keys(client, credential, registration_id, n_one_time, n_kem).await
     }
 
-    async fn with_keys(client: RelayClient, credential: String, registration_id: u32, n_one_time: u32, n_kem: u32) -> Self {
-        let (identity, signed, one_time, kem, last_resort) = Self::keys(registration_id, n_one_time, n_kem);
-        let d = Self { client, credential, identity, registration_id, one_time, kem, signed, last_resort };
+    async fn with_keys(
+        client: RelayClient,
+        credential: String,
+        registration_id: u32,
+        n_one_time: u32,
+        n_kem: u32,
+    ) -> Self {
+        let (identity, signed, one_time, kem, last_resort) =
+            Self::keys(registration_id, n_one_time, n_kem);
+        let d = Self {
+            client,
+            credential,
+            identity,
+            registration_id,
+            one_time,
+            kem,
+            signed,
+            last_resort,
+        };
         d.client.upload_keys(&d.full_upload()).await.unwrap();
         d
     }
@@ -211,8 +240,16 @@ impl Device {
         KeyUploadRequest {
             identity: Some(self.identity.public().encode().to_vec()),
             signed_prekey: Some(signed_prekey_json(self.signed.public())),
-            one_time_prekeys: self.one_time.iter().map(|k| one_time_prekey_json(k.public())).collect(),
-            kem_prekeys: self.kem.iter().map(|k| kem_prekey_json(k.public())).collect(),
+            one_time_prekeys: self
+                .one_time
+                .iter()
+                .map(|k| one_time_prekey_json(k.public()))
+                .collect(),
+            kem_prekeys: self
+                .kem
+                .iter()
+                .map(|k| kem_prekey_json(k.public()))
+                .collect(),
             last_resort_kem_prekey: Some(kem_prekey_json(self.last_resort.public())),
         }
     }
@@ -261,4 +298,22 @@ macro_rules! both_backends {
             }
         )*
     };
+}
+
+/// Sends only the headers of a `PUT` announcing a `len`-byte body and returns the status
+/// the relay answers with (it must refuse from the Content-Length alone).
+pub async fn oversized(addr: std::net::SocketAddr, path: &str, auth: &str, len: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nhost: relay\r\nauthorization: {auth}\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
