@@ -1,7 +1,7 @@
 //! Shared test harness: real relays on real sockets over a real SQLite file or a real
 //! PostgreSQL database (one fresh database per test, dropped at the end).
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
