@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 # Property tests: at least 1,000 cases each unless the caller asks for more.
 export PROPTEST_CASES="${PROPTEST_CASES:-1000}"
 
+# The relay's tests run against a real PostgreSQL: make sure one answers on
+# 127.0.0.1:5432 (starting or installing it if needed), or fail with a clear message.
+./scripts/ensure-postgres.sh
+
 # Unit, integration and doc tests; benches and examples are built and run once in
 # test mode so they cannot rot.
 cargo test --workspace --all-targets
