@@ -4,7 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 cargo build -p ffi --lib
-export SIGNAL_CRYPTO_LIB="${SIGNAL_CRYPTO_LIB:-$(pwd)/${CARGO_TARGET_DIR:-target}/debug/libsignal_crypto_lib.so}"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$(pwd)/$TARGET_DIR" ;; esac
+export SIGNAL_CRYPTO_LIB="${SIGNAL_CRYPTO_LIB:-$TARGET_DIR/debug/libsignal_crypto_lib.so}"
 test -f "$SIGNAL_CRYPTO_LIB" || { echo "no library at $SIGNAL_CRYPTO_LIB" >&2; exit 1; }
 
 if ! python3 -c "import pytest" 2>/dev/null; then
