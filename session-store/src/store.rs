@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Once;
 use std::time::Duration;
 
 use rusqlite::{
@@ -311,6 +312,24 @@ pub(crate) fn pragma_with_key(
     s
 }
 
+/// Completes SQLCipher's process-wide initialisation once, before this crate opens
+/// any connection.
+///
+/// SQLite marks itself initialised *before* it runs SQLCipher's extra initialisation,
+/// which registers `sqlcipher_export` for every later connection and sets the default
+/// log level. A connection that a second thread opens in that window has no
+/// `sqlcipher_export` (seen in CI: a backup failed with "no such function") and may
+/// log to stderr. Opening one connection inside a `Once` runs the whole initialisation
+/// to completion while every other opener of this crate waits for it.
+fn finish_sqlcipher_init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        // A failure here is not lost: the caller's own open fails the same way and
+        // reports it.
+        drop(Connection::open_in_memory());
+    });
+}
+
 /// Opens a connection, silences SQLCipher's logging, applies the key and checks that
 /// the key reads page 1. Nothing is written before that check passes.
 pub(crate) fn open_keyed(
@@ -318,6 +337,7 @@ pub(crate) fn open_keyed(
     key: Option<&DatabaseKey>,
     create: bool,
 ) -> Result<Connection, StoreError> {
+    finish_sqlcipher_init();
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
