@@ -86,6 +86,8 @@ pub struct Config {
     pub bundle_rate: (f64, f64),
     /// Message sends per second per account, and burst.
     pub send_rate: (f64, f64),
+    /// OTLP/HTTP base URL (`http://host:4318`) spans are exported to; `None`: no export.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -106,6 +108,7 @@ impl Default for Config {
             log_json: true,
             bundle_rate: (DEFAULT_BUNDLE_RATE, DEFAULT_BUNDLE_BURST),
             send_rate: (DEFAULT_SEND_RATE, DEFAULT_SEND_BURST),
+            otlp_endpoint: None,
         }
     }
 }
@@ -161,6 +164,7 @@ struct FileConfig {
     bundle_burst: Option<f64>,
     send_rate: Option<f64>,
     send_burst: Option<f64>,
+    otlp_endpoint: Option<String>,
 }
 
 /// Command-line flags; each also reads the named `RELAY_*` environment variable.
@@ -230,6 +234,9 @@ pub struct Cli {
     /// Message-send burst per account (`send_burst`).
     #[arg(long, env = "RELAY_SEND_BURST")]
     pub send_burst: Option<String>,
+    /// OTLP/HTTP collector base URL for trace export (`otlp_endpoint`).
+    #[arg(long, env = "RELAY_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 fn parse_num<T: std::str::FromStr>(key: &'static str, v: &str) -> Result<T, ConfigError>
@@ -377,6 +384,10 @@ impl Config {
                 });
             }
         };
+        let otlp_endpoint = cli.otlp_endpoint.clone().or(f.otlp_endpoint);
+        if let Some(url) = &otlp_endpoint {
+            check_otlp_endpoint(url)?;
+        }
         Ok(Self {
             listen,
             storage,
@@ -391,8 +402,29 @@ impl Config {
             log_json,
             bundle_rate: (bundle_rate, bundle_burst),
             send_rate: (send_rate, send_burst),
+            otlp_endpoint,
         })
     }
+}
+
+/// An OTLP/HTTP base URL: `http://host[:port][/prefix]`, without query or fragment.
+/// TLS is not built in: export to a collector on the node or in the cluster.
+fn check_otlp_endpoint(url: &str) -> Result<(), ConfigError> {
+    let invalid = |message: &str| ConfigError::Invalid {
+        key: "otlp_endpoint",
+        message: message.into(),
+    };
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(invalid(
+            "expected an http:// URL such as \"http://jaeger-collector:4318\" \
+             (https is not built in: export to a collector in the cluster)",
+        ));
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || rest.contains(['?', '#', ' ']) {
+        return Err(invalid("expected http://host[:port][/path]"));
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -437,6 +469,19 @@ mod tests {
         std::fs::write(&p, "storage = \"postgres\"\n").unwrap();
         let err = Config::load(&cli(&["--config", p.to_str().unwrap()])).unwrap_err();
         assert!(err.to_string().contains("postgres_url"), "{err}");
+        for bad in [
+            "https://collector:4318",
+            "collector:4318",
+            "http://",
+            "http://c?x=1",
+        ] {
+            std::fs::write(&p, format!("otlp_endpoint = {bad:?}\n")).unwrap();
+            let err = Config::load(&cli(&["--config", p.to_str().unwrap()])).unwrap_err();
+            assert!(err.to_string().contains("otlp_endpoint"), "{bad}: {err}");
+        }
+        std::fs::write(&p, "otlp_endpoint = \"http://jaeger:4318\"\n").unwrap();
+        let c = Config::load(&cli(&["--config", p.to_str().unwrap()])).unwrap();
+        assert_eq!(c.otlp_endpoint.as_deref(), Some("http://jaeger:4318"));
     }
 
     #[test]

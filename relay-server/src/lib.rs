@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod types;
 
 pub use client::RelayClient;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 use warp::Filter;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
@@ -295,6 +296,15 @@ pub fn routes(
                 info.elapsed(),
             );
         }))
+        // One span per request, named by its route template (never the path, which
+        // names accounts); exported over OTLP when configured.
+        .with(warp::trace(|info| {
+            tracing::info_span!(
+                "request",
+                method = %info.method(),
+                route = route_of(info.method().as_str(), info.path()),
+            )
+        }))
 }
 
 async fn websocket(state: Arc<State>, header: Option<String>, ws: warp::ws::Ws) -> Response {
@@ -324,7 +334,11 @@ async fn websocket(state: Arc<State>, header: Option<String>, ws: warp::ws::Ws) 
         .saturating_mul(2)
         .max(64 * 1024);
     ws.max_message_size(max)
-        .on_upgrade(move |socket| crate::delivery::serve(state, me, socket))
+        .on_upgrade(move |socket| {
+            // The connection's lifetime is one span, detached from the upgrade request.
+            crate::delivery::serve(state, me, socket)
+                .instrument(tracing::info_span!(parent: None, "websocket"))
+        })
         .into_response()
 }
 
