@@ -217,6 +217,29 @@ async fn spawn_replica(
 }
 
 impl Replica {
+    /// CPU time (user + system) the process used so far, from /proc (Linux).
+    fn cpu_secs(&self) -> f64 {
+        let Some(pid) = self.child.id() else {
+            return 0.0;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return 0.0;
+        };
+        // Fields after the parenthesised command name; utime and stime are fields 14
+        // and 15 of the line, in clock ticks (USER_HZ = 100 on Linux).
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
     fn signal(&self, sig: &str) -> Result<(), BoxError> {
         let pid = self.child.id().ok_or("replica already exited")?;
         let status = std::process::Command::new("kill")
@@ -896,8 +919,9 @@ async fn scenario(args: &Args, db_url: &str) -> Result<bool, BoxError> {
 
     let mut events: Vec<Event> = Vec::new();
     let mut ok = true;
-    // WARN/ERROR lines of replicas already stopped.
+    // WARN/ERROR lines and CPU seconds of replicas already stopped.
     let mut problems: u64 = 0;
+    let mut relay_cpu = 0.0;
     tokio::time::sleep(Duration::from_secs(args.baseline_secs)).await;
 
     // (1) Rolling update: replace each replica in turn.
@@ -923,6 +947,7 @@ async fn scenario(args: &Args, db_url: &str) -> Result<bool, BoxError> {
         tokio::time::sleep(Duration::from_secs(args.prestop_secs)).await;
         let mut old = std::mem::replace(current, new);
         let term_us = clock.us();
+        relay_cpu += old.cpu_secs();
         old.signal("TERM")?;
         let status = old.wait_exit(Duration::from_secs(40)).await?;
         problems += old.problems.load(Ordering::Relaxed);
@@ -959,6 +984,7 @@ async fn scenario(args: &Args, db_url: &str) -> Result<bool, BoxError> {
         let victim = &mut slots[0];
         let name = victim.name.clone();
         let on_victim = live.connected_to(&name);
+        relay_cpu += victim.cpu_secs();
         victim.signal("KILL")?;
         let _ = victim.wait_exit(Duration::from_secs(10)).await?;
         tokio::time::sleep(Duration::from_millis(args.kill_detect_ms)).await;
@@ -1053,6 +1079,7 @@ async fn scenario(args: &Args, db_url: &str) -> Result<bool, BoxError> {
     for mut r in slots {
         problems += r.problems.load(Ordering::Relaxed);
         if r.child.id().is_some() {
+            relay_cpu += r.cpu_secs();
             let _ = r.signal("TERM");
             let _ = r.wait_exit(Duration::from_secs(40)).await;
         }
@@ -1321,6 +1348,11 @@ async fn scenario(args: &Args, db_url: &str) -> Result<bool, BoxError> {
             percentile_ms(&gaps, 1.0)
         );
     }
+    let accepted_total = wanted.len().max(1) as f64;
+    println!(
+        "relay CPU: {relay_cpu:.1} s over all replicas (setup included) = {:.2} ms per message sent and delivered",
+        relay_cpu * 1000.0 / accepted_total
+    );
     println!(
         "whole run: {:.1} s of load, {:.1} s in all",
         (load_end - load_start) as f64 / 1e6,
