@@ -151,7 +151,11 @@ pub async fn start(config: Config) -> Result<RelayHandle, StartError> {
     })?;
 
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = warp::serve(routes(Arc::clone(&state)))
+    // Boxed, so that the deeply nested filter types stop here: a crate that inlines
+    // `start` (the binary, in release builds) otherwise overflows the compiler's
+    // recursion limit evaluating them (E0275). One dynamic call per request.
+    let routes = routes(Arc::clone(&state)).map(Reply::into_response).boxed();
+    let server = warp::serve(routes)
         .incoming(listener)
         .graceful(async move {
             let _ = stopped.await;
