@@ -26,6 +26,8 @@ pub const CLOSE_REPLACED: u16 = 4000;
 pub const CLOSE_REMOVED: u16 = 4001;
 /// Close code sent on shutdown (1012: service restart).
 pub const CLOSE_SHUTDOWN: u16 = 1012;
+/// Longest wait for the client's close frame after the relay sent its own.
+pub const CLOSE_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn frame(f: &ServerFrame) -> Option<Message> {
     serde_json::to_string(f).ok().map(Message::text)
@@ -61,6 +63,24 @@ pub async fn serve(state: Arc<State>, me: Principal, socket: WebSocket) {
                     let _ = tx.send(m).await;
                 }
                 let _ = tx.send(Message::close_with(code, text)).await;
+                // Closing handshake: keep reading until the client's close comes back
+                // (bounded), applying the acks still in flight. Closing the TCP
+                // connection with unread frames makes the kernel send a reset, and a
+                // reset can discard the close frame before the client reads it.
+                let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+                    while let Some(Ok(msg)) = rx.next().await {
+                        if msg.is_close() {
+                            break;
+                        }
+                        if let Ok(text) = msg.to_str()
+                            && let Ok(ClientFrame::Ack { seq }) = serde_json::from_str(text)
+                            && let Ok(true) = state.store.ack(&me.account, me.device, seq).await
+                        {
+                            state.metrics.acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+                .await;
                 break;
             }
         }

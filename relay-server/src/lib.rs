@@ -8,6 +8,11 @@
 //! served as OpenAPI 3 at `/openapi.json`; [`client::RelayClient`] is a typed client for
 //! all of it.
 
+// The nested filter types of `server::routes` overflow the default limit (128) when the
+// optimiser inlines them in release builds (E0275 on `Unpin`); debug builds are not
+// affected.
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod auth;
 pub mod client;

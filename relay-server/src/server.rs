@@ -24,6 +24,10 @@ use crate::store::{Storage, StoreError};
 /// The OpenAPI 3 document served at `/openapi.json` (kept in step with `docs/relay-api.md`).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+/// Longest time [`RelayHandle::shutdown`] waits for the WebSockets to be closed (a
+/// socket whose peer stopped reading could otherwise hold the shutdown).
+pub const SOCKET_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// Everything a handler needs.
 pub struct State {
     /// The store.
@@ -75,7 +79,10 @@ impl RelayHandle {
 
     /// Graceful shutdown: `/readyz` fails, every WebSocket is told to reconnect
     /// elsewhere and closed, new connections are refused, and in-flight requests
-    /// (including their storage writes) finish before this returns.
+    /// (including their storage writes) finish before this returns. It also waits, at
+    /// most [`SOCKET_CLOSE_GRACE`], until every WebSocket has been sent its `reconnect`
+    /// frame and close code: the sockets are not tracked by the HTTP server, and a
+    /// process that exits right after this would otherwise drop some of them unclosed.
     pub async fn shutdown(mut self) {
         self.state.shutting_down.store(true, Ordering::Release);
         self.state.hub.shutdown();
@@ -83,6 +90,10 @@ impl RelayHandle {
             let _ = stop.send(());
         }
         let _ = (&mut self.server).await;
+        let deadline = tokio::time::Instant::now() + SOCKET_CLOSE_GRACE;
+        while !self.state.hub.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         for b in &self.background {
             b.abort();
         }
@@ -141,7 +152,11 @@ pub async fn start(config: Config) -> Result<RelayHandle, StartError> {
     })?;
 
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = warp::serve(routes(Arc::clone(&state)))
+    // Boxed, so that the deeply nested filter types stop here: a crate that inlines
+    // `start` (the binary, in release builds) otherwise overflows the compiler's
+    // recursion limit evaluating them (E0275). One dynamic call per request.
+    let routes = routes(Arc::clone(&state)).map(Reply::into_response).boxed();
+    let server = warp::serve(routes)
         .incoming(listener)
         .graceful(async move {
             let _ = stopped.await;

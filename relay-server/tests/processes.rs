@@ -254,3 +254,47 @@ async fn three_replicas() {
     drop(replicas);
     db.drop_db().await;
 }
+
+/// SIGTERM on a real process with many sockets: every one of them gets `reconnect` and
+/// close code 1012 before the process exits (clients tell a restart from a crash by it).
+async fn sigterm_closes_every_socket(backend: Backend) {
+    const SOCKETS: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new(backend).await;
+    let mut relay = spawn_relay(&db.storage, "127.0.0.1:0", dir.path()).await;
+    let mut sockets = Vec::new();
+    for i in 0..SOCKETS {
+        let d = Device::register(&relay.client(), &random_name(&format!("t{i}")), 0, 0).await;
+        let mut ws = d.client.connect().await.unwrap();
+        assert_eq!(
+            tokio::time::timeout(T, ws.next()).await.unwrap().unwrap(),
+            ServerFrame::QueueEmpty
+        );
+        sockets.push(ws);
+    }
+    let pid = relay.child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(30), relay.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+    for mut ws in sockets {
+        assert_eq!(
+            tokio::time::timeout(T, ws.next()).await.unwrap(),
+            Ok(ServerFrame::Reconnect)
+        );
+        let closed = tokio::time::timeout(T, ws.next())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(closed.code, Some(relay_server::delivery::CLOSE_SHUTDOWN));
+    }
+    db.drop_db().await;
+}
+
+both_backends!(sigterm_closes_every_socket);
