@@ -155,11 +155,9 @@ pub async fn start(config: Config) -> Result<RelayHandle, StartError> {
     // `start` (the binary, in release builds) otherwise overflows the compiler's
     // recursion limit evaluating them (E0275). One dynamic call per request.
     let routes = routes(Arc::clone(&state)).map(Reply::into_response).boxed();
-    let server = warp::serve(routes)
-        .incoming(listener)
-        .graceful(async move {
-            let _ = stopped.await;
-        });
+    let server = warp::serve(routes).incoming(listener).graceful(async move {
+        let _ = stopped.await;
+    });
     let server = tokio::spawn(server.run());
 
     let purge = {
