@@ -19,3 +19,10 @@ cargo test --workspace --doc
 # C ABI: the C client (natively and under valgrind) and the Python package against the .so.
 ./ffi/tests/run-c-tests.sh
 ./ffi/python/run-tests.sh
+
+# The messenger's interactive chat, driven in tmux panes (installs tmux if missing).
+./examples/secure_messenger/tests/chat-tmux.sh
+
+# Scale-out proof: three relay processes on one PostgreSQL through a rolling restart and
+# a SIGKILL (exactly-once delivery, per-sender order, one-time keys handed out once).
+./scripts/scale-out.sh

@@ -49,6 +49,11 @@ pub enum ClientError {
     Frame(#[from] serde_json::Error),
 }
 
+/// How long [`RelayClient`] waits for a TCP connection to the relay.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long [`RelayClient`] waits for a whole HTTP request (not the WebSocket).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A device's credentials.
 #[derive(Clone)]
 struct Credentials {
@@ -79,9 +84,16 @@ impl std::fmt::Debug for RelayClient {
 
 impl RelayClient {
     /// An unauthenticated client for the relay at `base` (e.g. `http://127.0.0.1:8080`).
+    /// Connecting times out after [`CONNECT_TIMEOUT`], a whole request after
+    /// [`REQUEST_TIMEOUT`] (both reported as [`ClientError::Http`]).
     pub fn new(base: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .unwrap_or_default();
         Self {
-            http: reqwest::Client::new(),
+            http,
             base: base.into().trim_end_matches('/').to_owned(),
             creds: None,
         }
@@ -303,8 +315,15 @@ impl RelayClient {
         {
             req.headers_mut().insert("authorization", v);
         }
-        let (ws, _) = tokio_tungstenite::connect_async(req)
+        let timed_out = || {
+            Box::new(tungstenite::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "websocket handshake timed out",
+            )))
+        };
+        let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(req))
             .await
+            .map_err(|_| timed_out())?
             .map_err(Box::new)?;
         Ok(Delivery { ws })
     }

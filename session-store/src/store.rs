@@ -230,6 +230,24 @@ impl SqlStore {
         Ok(out)
     }
 
+    /// Applies a decrypted group message's sender-key `update` (from
+    /// `signal_core::group::decrypt`, then `GroupDecrypted::into_parts`) and runs `also`
+    /// in the same transaction: the advanced chain and whatever `also` wrote (typically
+    /// the received plaintext) persist together or not at all.
+    pub fn commit_sender_key_with<T>(
+        &mut self,
+        group: &GroupId,
+        sender: &Address,
+        update: &SenderKeyUpdate,
+        also: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx = self.immediate()?;
+        apply_sender_key_update(&tx, group, sender, update)?;
+        let out = also(&tx)?;
+        tx.commit().map_err(sql)?;
+        Ok(out)
+    }
+
     /// Runs `f` in one write (`IMMEDIATE`) transaction, committed if `f` succeeds.
     /// For an application's own writes.
     pub fn write<T>(
@@ -451,6 +469,42 @@ fn quick_check(conn: &Connection) -> Result<(), StoreError> {
             what: "quick_check found damage",
         })
     }
+}
+
+/// Applies a group message's sender-key change inside `tx` (the record is read back
+/// in the transaction, so a concurrent deletion is a `Conflict`, not a resurrection).
+fn apply_sender_key_update(
+    tx: &Transaction<'_>,
+    group: &GroupId,
+    sender: &Address,
+    update: &SenderKeyUpdate,
+) -> Result<(), StoreError> {
+    let key = params![&group.as_bytes()[..], sender.user(), sender.device()];
+    let bytes = tx
+        .prepare_cached(
+            "SELECT record FROM sender_keys WHERE group_id = ?1 AND user = ?2 AND device = ?3",
+        )
+        .and_then(|mut s| s.query_row(key, |r| r.get::<_, Vec<u8>>(0)).optional())
+        .map_err(sql)?
+        .map(Zeroizing::new)
+        .ok_or(StoreError::Conflict {
+            what: "sender-key record deleted since it was loaded",
+        })?;
+    let mut record = SenderKeyRecord::decode(&bytes)?;
+    record.apply(update)?;
+    tx.prepare_cached(
+        "UPDATE sender_keys SET record = ?4 WHERE group_id = ?1 AND user = ?2 AND device = ?3",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            &group.as_bytes()[..],
+            sender.user(),
+            sender.device(),
+            &record.encode()[..]
+        ])
+    })
+    .map_err(sql)?;
+    Ok(())
 }
 
 fn apply_commit(tx: &Transaction<'_>, commit: &SessionCommit) -> Result<(), StoreError> {
@@ -789,32 +843,8 @@ impl SenderKeyStore for SqlStore {
         sender: &Address,
         update: &SenderKeyUpdate,
     ) -> Result<(), StoreError> {
-        let key = params![&group.as_bytes()[..], sender.user(), sender.device()];
         let tx = self.immediate()?;
-        let bytes = tx
-            .prepare_cached(
-                "SELECT record FROM sender_keys WHERE group_id = ?1 AND user = ?2 AND device = ?3",
-            )
-            .and_then(|mut s| s.query_row(key, |r| r.get::<_, Vec<u8>>(0)).optional())
-            .map_err(sql)?
-            .map(Zeroizing::new)
-            .ok_or(StoreError::Conflict {
-                what: "sender-key record deleted since it was loaded",
-            })?;
-        let mut record = SenderKeyRecord::decode(&bytes)?;
-        record.apply(update)?;
-        tx.prepare_cached(
-            "UPDATE sender_keys SET record = ?4 WHERE group_id = ?1 AND user = ?2 AND device = ?3",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                &group.as_bytes()[..],
-                sender.user(),
-                sender.device(),
-                &record.encode()[..]
-            ])
-        })
-        .map_err(sql)?;
+        apply_sender_key_update(&tx, group, sender, update)?;
         tx.commit().map_err(sql)
     }
 

@@ -94,3 +94,73 @@ fn group_messages_decrypt_across_reopen_and_failures_change_nothing() {
     bob.delete_sender_key(&gid, &a).unwrap();
     assert!(bob.sender_key_senders(&gid).unwrap().is_empty());
 }
+
+#[test]
+fn commit_sender_key_with_is_one_transaction_with_the_app_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = SqlStore::create(
+        dir.path().join("alice.db"),
+        &raw_key(),
+        &IdentityKeyPair::generate().unwrap(),
+        1,
+    )
+    .unwrap();
+    let mut bob = SqlStore::create(
+        dir.path().join("bob.db"),
+        &raw_key(),
+        &IdentityKeyPair::generate().unwrap(),
+        2,
+    )
+    .unwrap();
+    bob.write(|tx| {
+        tx.execute_batch("CREATE TABLE app_inbox (body BLOB NOT NULL)")
+            .map_err(|e| signal_core::StoreError::Backend(Box::new(e)))
+    })
+    .unwrap();
+    let gid = GroupId::generate().unwrap();
+    let a = alice_addr();
+    let skdm = group::create_distribution(&mut alice, &gid, &a).unwrap();
+    group::process_distribution(&mut bob, &a, &skdm).unwrap();
+    let wire = group::encrypt(&mut alice, &gid, &a, b"kept with its key").unwrap();
+    let inbox = |s: &SqlStore| -> Vec<Vec<u8>> {
+        let mut stmt = s
+            .connection()
+            .prepare("SELECT body FROM app_inbox")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let before = bob.load_sender_key(&gid, &a).unwrap().unwrap().encode();
+
+    // The app write fails: neither the chain nor the inbox row is written.
+    let (_, update) = group::decrypt(&bob, &gid, &a, &wire).unwrap().into_parts();
+    let err = bob.commit_sender_key_with(&gid, &a, &update, |tx| {
+        tx.execute("INSERT INTO app_inbox (body) VALUES (x'01')", [])
+            .map_err(|e| signal_core::StoreError::Backend(Box::new(e)))?;
+        Err::<(), _>(signal_core::StoreError::Conflict {
+            what: "app refused",
+        })
+    });
+    assert!(err.is_err());
+    assert_eq!(
+        *bob.load_sender_key(&gid, &a).unwrap().unwrap().encode(),
+        *before
+    );
+    assert!(inbox(&bob).is_empty());
+
+    // It succeeds: both land, and the message key is gone.
+    let (plaintext, update) = group::decrypt(&bob, &gid, &a, &wire).unwrap().into_parts();
+    bob.commit_sender_key_with(&gid, &a, &update, |tx| {
+        tx.execute("INSERT INTO app_inbox (body) VALUES (?1)", [&plaintext[..]])
+            .map(|_| ())
+            .map_err(|e| signal_core::StoreError::Backend(Box::new(e)))
+    })
+    .unwrap();
+    assert_eq!(inbox(&bob), vec![b"kept with its key".to_vec()]);
+    assert!(matches!(
+        group::decrypt(&bob, &gid, &a, &wire),
+        Err(GroupError::DuplicateMessage { .. })
+    ));
+}
