@@ -748,28 +748,52 @@ impl Messenger {
                 }
             }
             let messages = self.seal(&list, &plaintext).await?;
-            if messages.is_empty() {
-                return Ok(report);
-            }
-            match self
-                .retrying(|| self.relay.send(user, id, messages.clone()))
-                .await
+            // On a changed device list the next round re-reads it and the fan-out
+            // reconciles sessions with it.
+            if self
+                .deliver(
+                    user,
+                    id,
+                    messages,
+                    attempt < DEVICE_LIST_RETRIES,
+                    &mut report,
+                )
+                .await?
             {
-                Ok(()) => {
-                    report.add(user, &messages);
-                    return Ok(report);
-                }
-                Err(AppError::Relay(ClientError::Mismatched(_) | ClientError::Stale(_)))
-                    if attempt < DEVICE_LIST_RETRIES =>
-                {
-                    // The device list changed under us: the next round re-reads it and
-                    // the fan-out reconciles sessions with it.
-                    continue;
-                }
-                Err(e) => return Err(e),
+                break;
             }
         }
         Ok(report)
+    }
+
+    /// Stores `messages` for `user` at the relay under `id`. `Ok(false)`: the relay
+    /// answered 409/410 (the device list changed) and `may_retry` asks for another round.
+    async fn deliver(
+        &self,
+        user: &str,
+        id: &str,
+        messages: Vec<OutgoingJson>,
+        may_retry: bool,
+        report: &mut SendReport,
+    ) -> Result<bool> {
+        if messages.is_empty() {
+            return Ok(true);
+        }
+        match self
+            .retrying(|| self.relay.send(user, id, messages.clone()))
+            .await
+        {
+            Ok(()) => {
+                report.add(user, &messages);
+                Ok(true)
+            }
+            Err(AppError::Relay(ClientError::Mismatched(_) | ClientError::Stale(_)))
+                if may_retry =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// One ciphertext of `plaintext` per listed device (except this one).
@@ -992,23 +1016,17 @@ impl Messenger {
                     body: body.to_vec(),
                 })
                 .collect();
-            if messages.is_empty() {
-                return Ok(report);
-            }
-            match self
-                .retrying(|| self.relay.send(member, id, messages.clone()))
-                .await
+            if self
+                .deliver(
+                    member,
+                    id,
+                    messages,
+                    attempt < DEVICE_LIST_RETRIES,
+                    &mut report,
+                )
+                .await?
             {
-                Ok(()) => {
-                    report.add(member, &messages);
-                    return Ok(report);
-                }
-                Err(AppError::Relay(ClientError::Mismatched(_) | ClientError::Stale(_)))
-                    if attempt < DEVICE_LIST_RETRIES =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(e),
+                break;
             }
         }
         Ok(report)

@@ -20,6 +20,9 @@ use crate::envelope::hex;
 
 type Check = Result<(), String>;
 
+/// A named check.
+type NamedCheck = (&'static str, fn() -> Check);
+
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len() / 2)
         .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
@@ -394,7 +397,7 @@ fn sqlcipher_round_trip() -> Check {
 
 /// Runs every check, prints one line each, and returns the number that failed.
 pub fn run() -> usize {
-    let checks: [(&str, fn() -> Check); 11] = [
+    let checks: [NamedCheck; 11] = [
         ("SHA-256 / SHA-512 (FIPS 180-2 \"abc\")", sha2_vectors),
         ("HMAC-SHA256 (RFC 4231 case 2)", hmac_vector),
         ("HKDF-SHA256 (RFC 5869 case 1)", hkdf_vector),

@@ -49,6 +49,10 @@ pub enum StoreError {
         /// The column.
         column: &'static str,
     },
+    /// The group commit this request was part of failed (PostgreSQL sends); the cause
+    /// is shared by every request of the batch.
+    #[error("group commit failed: {0}")]
+    Batch(std::sync::Arc<StoreError>),
 }
 
 /// The salted hash of one device's credential.

@@ -5,7 +5,18 @@
 //! are committed), and every replica holds one `LISTEN` connection
 //! ([`Storage::start_listener`]) that wakes the recipient's WebSocket. Connected devices
 //! also re-read their queue periodically, so a lost notification only adds delay.
+//!
+//! Sends are **group-committed**: a transaction that notified takes PostgreSQL's global
+//! notification lock at commit, so one transaction per send would serialise every send
+//! of every replica on that lock. Instead, [`SEND_COMMITTERS`] tasks each take every
+//! send waiting (up to [`MAX_SEND_BATCH`]) and store them in one transaction with one
+//! notification per recipient device; each request is answered only after that commit.
+//! A request whose recipient queue is full fails alone (its queue sizes are checked
+//! before anything of it is inserted); a database error fails the whole batch (the
+//! clients' resends are idempotent by message id).
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +31,11 @@ use super::{
 
 /// The notification channel.
 const CHANNEL: &str = "relay_messages";
+
+/// Concurrent group-commit transactions for sends (each on its own pooled connection).
+pub const SEND_COMMITTERS: usize = 4;
+/// Most send requests stored in one group commit.
+pub const MAX_SEND_BATCH: usize = 128;
 
 /// Schema migrations, applied in order under an advisory lock (replicas starting
 /// together migrate once); `relay_schema_version` records how many ran.
@@ -77,6 +93,132 @@ CREATE INDEX messages_age ON messages (created_at);
 pub struct PostgresStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    sends: tokio::sync::mpsc::Sender<PendingSend>,
+}
+
+/// One send request waiting for a group commit.
+struct PendingSend {
+    sender: String,
+    sender_device: u32,
+    message_id: String,
+    recipient: String,
+    messages: Vec<OutgoingMessage>,
+    max_queue: u64,
+    now: u64,
+    done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+type SendQueue = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<PendingSend>>>;
+
+/// A committer: takes every waiting send (after the first, without waiting) and stores
+/// them in one transaction. Ends when the store is dropped.
+async fn send_committer(pool: Pool, queue: SendQueue) {
+    loop {
+        let batch = {
+            let mut rx = queue.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_SEND_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        match commit_sends(&pool, &batch).await {
+            Ok(outcomes) => {
+                for (p, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = p.done.send(outcome);
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for p in batch {
+                    let _ = p.done.send(Err(StoreError::Batch(e.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Stores a batch in one transaction. `Ok` holds each request's outcome (a full
+/// recipient queue fails that request only); `Err` means nothing was committed.
+async fn commit_sends(
+    pool: &Pool,
+    batch: &[PendingSend],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut c = pool.get().await?;
+    let txn = c.transaction().await?;
+    let count = txn
+        .prepare_cached("SELECT COUNT(*) FROM messages WHERE account = $1 AND device = $2")
+        .await?;
+    let insert = txn
+        .prepare_cached(
+            "INSERT INTO messages (account, device, sender, sender_device, message_id, body, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let (tx, count, insert) = (&txn, &count, &insert);
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut notify = BTreeSet::new();
+    for p in batch {
+        let devices: Vec<i64> = p.messages.iter().map(|m| i64::from(m.device)).collect();
+        // Queue sizes first (pipelined), so a refused request inserts nothing; they
+        // include what earlier requests of this batch inserted.
+        let counts = futures_util::future::try_join_all(
+            devices
+                .iter()
+                .map(|d| async move { tx.query_one(count, &[&p.recipient, d]).await }),
+        )
+        .await?;
+        let mut full = None;
+        for (m, row) in p.messages.iter().zip(&counts) {
+            if to_u64(row.get(0), "count")? >= p.max_queue {
+                full = Some(m.device);
+                break;
+            }
+        }
+        if let Some(device) = full {
+            outcomes.push(Err(StoreError::QueueFull { device }));
+            continue;
+        }
+        let sender_device = i64::from(p.sender_device);
+        let created = to_i64(p.now);
+        let (sender_device, created) = (&sender_device, &created);
+        futures_util::future::try_join_all(p.messages.iter().zip(&devices).map(
+            |(m, d)| async move {
+                tx.execute(
+                    insert,
+                    &[
+                        &p.recipient,
+                        d,
+                        &p.sender,
+                        sender_device,
+                        &p.message_id,
+                        &m.body,
+                        created,
+                    ],
+                )
+                .await
+            },
+        ))
+        .await?;
+        for m in &p.messages {
+            notify.insert(format!("{}:{}", m.device, p.recipient));
+        }
+        outcomes.push(Ok(()));
+    }
+    // Delivered by PostgreSQL only if and when this transaction commits.
+    futures_util::future::try_join_all(notify.iter().map(|payload| async move {
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, payload])
+            .await
+    }))
+    .await?;
+    txn.commit().await?;
+    Ok(outcomes)
 }
 
 impl PostgresStore {
@@ -96,7 +238,16 @@ impl PostgresStore {
             .create_timeout(Some(Duration::from_secs(10)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()?;
-        let store = Self { pool, config };
+        let (sends, queue) = tokio::sync::mpsc::channel(MAX_SEND_BATCH * SEND_COMMITTERS);
+        let queue: SendQueue = Arc::new(tokio::sync::Mutex::new(queue));
+        for _ in 0..SEND_COMMITTERS {
+            tokio::spawn(send_committer(pool.clone(), queue.clone()));
+        }
+        let store = Self {
+            pool,
+            config,
+            sends,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -478,48 +629,21 @@ impl Storage for PostgresStore {
         max_queue: u64,
         now: u64,
     ) -> Result<(), StoreError> {
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO messages (account, device, sender, sender_device, message_id, body, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            )
-            .await?;
-        for m in messages {
-            let d = i64::from(m.device);
-            let queued: i64 = tx
-                .query_one(
-                    "SELECT COUNT(*) FROM messages WHERE account = $1 AND device = $2",
-                    &[&recipient, &d],
-                )
-                .await?
-                .get(0);
-            if to_u64(queued, "count")? >= max_queue {
-                return Err(StoreError::QueueFull { device: m.device });
-            }
-            tx.execute(
-                &insert,
-                &[
-                    &recipient,
-                    &d,
-                    &sender,
-                    &i64::from(sender_device),
-                    &message_id,
-                    &m.body,
-                    &to_i64(now),
-                ],
-            )
-            .await?;
-            // Delivered by PostgreSQL only if and when this transaction commits.
-            tx.execute(
-                "SELECT pg_notify($1, $2)",
-                &[&CHANNEL, &format!("{}:{recipient}", m.device)],
-            )
-            .await?;
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let pending = PendingSend {
+            sender: sender.to_owned(),
+            sender_device,
+            message_id: message_id.to_owned(),
+            recipient: recipient.to_owned(),
+            messages: messages.to_vec(),
+            max_queue,
+            now,
+            done,
+        };
+        if self.sends.send(pending).await.is_err() {
+            return Err(StoreError::Task);
         }
-        tx.commit().await?;
-        Ok(())
+        answer.await.map_err(|_| StoreError::Task)?
     }
 
     async fn fetch_messages(
