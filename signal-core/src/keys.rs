@@ -59,7 +59,10 @@ impl DhPublicKey {
         out
     }
 
-    /// Decodes `0x05 ‖ u`.
+    /// Decodes `0x05 ‖ u`, refusing a non-canonical `u` (the high bit set, or
+    /// `u ≥ 2^255 − 19`) with [`DecodeError::NonCanonical`]: X25519 ignores the high
+    /// bit, so two encodings would otherwise name one key and defeat every check that
+    /// compares keys by their bytes (a session's base key, last-resort replays).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let key = Self::read(&mut r)?;
@@ -75,12 +78,29 @@ impl DhPublicKey {
                 expected: key_type::X25519,
             });
         }
-        Ok(Self(r.array()?))
+        let u: [u8; 32] = r.array()?;
+        if !is_canonical_u(&u) {
+            return Err(DecodeError::NonCanonical {
+                field: "X25519 public key",
+            });
+        }
+        Ok(Self(u))
     }
 
     pub(crate) fn from_raw(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
+}
+
+/// Whether `u` (little-endian) is the canonical encoding of a field element: below
+/// `p = 2^255 − 19`, so in particular with the high bit clear.
+fn is_canonical_u(u: &[u8; 32]) -> bool {
+    if u[31] & 0x80 != 0 {
+        return false;
+    }
+    // p = 0x7fff…ffed: u ≥ p only if its top byte is 0x7f, the middle bytes are
+    // 0xff and the low byte is at least 0xed.
+    !(u[31] == 0x7f && u[1..31].iter().all(|&b| b == 0xff) && u[0] >= 0xed)
 }
 
 impl core::fmt::Debug for DhPublicKey {
@@ -355,6 +375,32 @@ impl core::fmt::Debug for KemKeyPair {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (fuzz/conversation): a pre-key message whose base key had its high
+    /// bit flipped was accepted as a second, distinct base key for the same X25519
+    /// key, which would let a replayed last-resort pre-key message past the replay
+    /// check. Non-canonical encodings are refused.
+    #[test]
+    fn dh_public_key_refuses_non_canonical_encodings() {
+        let key = *DhKeyPair::generate().expect("key").public();
+        let mut high_bit = key.encode();
+        high_bit[32] |= 0x80;
+        assert!(matches!(
+            DhPublicKey::decode(&high_bit),
+            Err(DecodeError::NonCanonical { .. })
+        ));
+        let mut p = [0xffu8; DH_PUBLIC_LEN];
+        p[0] = key_type::X25519;
+        p[1] = 0xed;
+        p[32] = 0x7f;
+        assert!(matches!(
+            DhPublicKey::decode(&p),
+            Err(DecodeError::NonCanonical { .. })
+        ));
+        p[1] = 0xec;
+        assert!(DhPublicKey::decode(&p).is_ok(), "p - 1 is canonical");
+        assert_eq!(DhPublicKey::decode(&key.encode()), Ok(key));
+    }
 
     #[test]
     fn dh_agrees_and_encodings_round_trip() {
