@@ -1110,6 +1110,17 @@ impl Messenger {
         }))
     }
 
+    /// Marks a message processed without storing anything else, and reports `event`.
+    fn settle(&mut self, sender: &str, device: u32, id: &str, event: Event) -> Result<Processed> {
+        let t = now();
+        self.store
+            .write(|tx| appdb::mark_processed(tx, sender, device, id, t))?;
+        Ok(Processed {
+            events: vec![event],
+            ack: true,
+        })
+    }
+
     fn drop_message(
         &mut self,
         sender: &str,
@@ -1117,17 +1128,12 @@ impl Messenger {
         id: &str,
         reason: String,
     ) -> Result<Processed> {
-        let t = now();
-        self.store
-            .write(|tx| appdb::mark_processed(tx, sender, device, id, t))?;
-        Ok(Processed {
-            events: vec![Event::Dropped {
-                from: sender.to_owned(),
-                device,
-                reason,
-            }],
-            ack: true,
-        })
+        let event = Event::Dropped {
+            from: sender.to_owned(),
+            device,
+            reason,
+        };
+        self.settle(sender, device, id, event)
     }
 
     fn process_session(&mut self, from: &Address, id: &str, ct: &[u8]) -> Result<Processed> {
@@ -1154,13 +1160,7 @@ impl Messenger {
             }
             Err(SessionError::Store(e)) => return Err(e.into()),
             Err(SessionError::DuplicateMessage { .. }) => {
-                let t = now();
-                self.store
-                    .write(|tx| appdb::mark_processed(tx, &sender, device, id, t))?;
-                return Ok(Processed {
-                    events: vec![Event::Duplicate],
-                    ack: true,
-                });
+                return self.settle(&sender, device, id, Event::Duplicate);
             }
             Err(e) => return self.drop_message(&sender, device, id, e.to_string()),
         };
@@ -1386,13 +1386,7 @@ impl Messenger {
             Ok(d) => d,
             Err(GroupError::Store(e)) => return Err(e.into()),
             Err(GroupError::DuplicateMessage { .. }) => {
-                let t = now();
-                self.store
-                    .write(|tx| appdb::mark_processed(tx, &sender, device, id, t))?;
-                return Ok(Processed {
-                    events: vec![Event::Duplicate],
-                    ack: true,
-                });
+                return self.settle(&sender, device, id, Event::Duplicate);
             }
             Err(e) => return self.drop_message(&sender, device, id, e.to_string()),
         };
