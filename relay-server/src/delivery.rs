@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures_util::{SinkExt, StreamExt};
-use warp::ws::{Message, WebSocket};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use crate::api::now;
 use crate::auth::Principal;
@@ -29,12 +32,30 @@ pub const CLOSE_SHUTDOWN: u16 = 1012;
 /// Longest wait for the client's close frame after the relay sent its own.
 pub const CLOSE_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// An upgraded WebSocket connection (server side).
+pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
 fn frame(f: &ServerFrame) -> Option<Message> {
     serde_json::to_string(f).ok().map(Message::text)
 }
 
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    }))
+}
+
+/// The text of a text frame (`None` for every other kind).
+fn text_of(msg: &Message) -> Option<&str> {
+    match msg {
+        Message::Text(t) => Some(t.as_str()),
+        _ => None,
+    }
+}
+
 /// Serves one authenticated device's WebSocket until it closes.
-pub async fn serve(state: Arc<State>, me: Principal, socket: WebSocket) {
+pub async fn serve(state: Arc<State>, me: Principal, socket: Socket) {
     let conn = state.hub.register(&me.account, me.device);
     let (mut tx, mut rx) = socket.split();
     // Seqs pushed on this connection and not yet acknowledged. Each read scans the
@@ -62,7 +83,7 @@ pub async fn serve(state: Arc<State>, me: Principal, socket: WebSocket) {
                 {
                     let _ = tx.send(m).await;
                 }
-                let _ = tx.send(Message::close_with(code, text)).await;
+                let _ = tx.send(close(code, text)).await;
                 // Closing handshake: keep reading until the client's close comes back
                 // (bounded), applying the acks still in flight. Closing the TCP
                 // connection with unread frames makes the kernel send a reset, and a
@@ -72,7 +93,7 @@ pub async fn serve(state: Arc<State>, me: Principal, socket: WebSocket) {
                         if msg.is_close() {
                             break;
                         }
-                        if let Ok(text) = msg.to_str()
+                        if let Some(text) = text_of(&msg)
                             && let Ok(ClientFrame::Ack { seq }) = serde_json::from_str(text)
                             && let Ok(true) = state.store.ack(&me.account, me.device, seq).await
                         {
@@ -101,7 +122,7 @@ pub async fn serve(state: Arc<State>, me: Principal, socket: WebSocket) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(error = %e, "queue read failed; closing connection");
-                    let _ = tx.send(Message::close_with(1011u16, "storage error")).await;
+                    let _ = tx.send(close(1011, "storage error")).await;
                     break 'conn;
                 }
             };
@@ -146,7 +167,7 @@ pub async fn serve(state: Arc<State>, me: Principal, socket: WebSocket) {
                     if msg.is_close() {
                         break;
                     }
-                    if let Ok(text) = msg.to_str() {
+                    if let Some(text) = text_of(&msg) {
                         match serde_json::from_str::<ClientFrame>(text) {
                             Ok(ClientFrame::Ack { seq }) => {
                                 pushed.remove(&seq);
@@ -158,7 +179,7 @@ pub async fn serve(state: Arc<State>, me: Principal, socket: WebSocket) {
                                 }
                             }
                             Err(_) => {
-                                let _ = tx.send(Message::close_with(1003u16, "unknown frame")).await;
+                                let _ = tx.send(close(1003, "unknown frame")).await;
                                 break;
                             }
                         }

@@ -5,11 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::Instrument;
 use warp::Filter;
 use warp::http::StatusCode;
+use warp::http::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, UPGRADE};
 use warp::reply::{Reply, Response};
 
 use crate::api::{self, ApiError, respond};
@@ -255,7 +260,11 @@ pub fn routes(
         .and(warp::path!("v1" / "websocket"))
         .and(s())
         .and(auth())
+        // A clone of the connection's upgrade handle, taken before `warp::ws()` (which
+        // checks the handshake headers) moves the original into its `Ws`.
+        .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
         .and(warp::ws())
+        .and(warp::header::<String>("sec-websocket-key"))
         .then(websocket);
     let healthz = warp::get()
         .and(warp::path!("healthz"))
@@ -320,7 +329,23 @@ pub fn routes(
         }))
 }
 
-async fn websocket(state: Arc<State>, header: Option<String>, ws: warp::ws::Ws) -> Response {
+/// Capacity of a WebSocket's read buffer. tungstenite allocates and zero-fills the
+/// whole buffer up front (128 KiB by default), which made it most of an idle
+/// connection's memory; client frames are small acknowledgements, and a larger frame
+/// still grows the buffer as far as the message limit allows.
+pub const WS_READ_BUFFER: usize = 4 * 1024;
+
+/// Completes the WebSocket handshake itself rather than through `Ws::on_upgrade`, which
+/// offers no way to size the read buffer ([`WS_READ_BUFFER`]).
+async fn websocket(
+    state: Arc<State>,
+    header: Option<String>,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ws: warp::ws::Ws,
+    key: String,
+) -> Response {
+    // `ws` only validated the request; its handle is the same upgrade as `upgrade`.
+    drop(ws);
     let me = match crate::auth::authenticate(state.store.as_ref(), header.as_deref()).await {
         Ok(p) => p,
         Err(e) => return ApiError::from(e).into_response(),
@@ -341,18 +366,59 @@ async fn websocket(state: Arc<State>, header: Option<String>, ws: warp::ws::Ws) 
         )
         .into_response();
     }
+    let Some(upgrade) = upgrade else {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not_upgradable",
+            "this connection cannot be upgraded to a WebSocket",
+        )
+        .into_response();
+    };
+    let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) else {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_websocket_key",
+            "invalid sec-websocket-key",
+        )
+        .into_response();
+    };
     let max = state
         .config
         .max_message_bytes
         .saturating_mul(2)
         .max(64 * 1024);
-    ws.max_message_size(max)
-        .on_upgrade(move |socket| {
-            // The connection's lifetime is one span, detached from the upgrade request.
-            crate::delivery::serve(state, me, socket)
-                .instrument(tracing::info_span!(parent: None, "websocket"))
-        })
-        .into_response()
+    let config = WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    // hyper hands over the connection once the 101 below is written. The
+    // connection's lifetime is one span, detached from the upgrade request.
+    tokio::spawn(
+        async move {
+            let upgraded = match upgrade.await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket upgrade failed");
+                    return;
+                }
+            };
+            let socket = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
+            crate::delivery::serve(state, me, socket).await;
+        }
+        .instrument(tracing::info_span!(parent: None, "websocket")),
+    );
+    let mut res = warp::reply().into_response();
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    res
 }
 
 async fn rejection(r: warp::Rejection) -> Result<Response, std::convert::Infallible> {

@@ -174,6 +174,9 @@ async fn main() -> Result<(), BoxError> {
         clients.len(),
         t0.elapsed()
     );
+    // The baseline for the per-connection figure: accounts, the database cache and the
+    // HTTP connections of the registration are already in it.
+    let rss_registered = pid.and_then(rss_kib);
 
     // Connect.
     let delivered = Arc::new(AtomicU64::new(0));
@@ -288,13 +291,15 @@ async fn main() -> Result<(), BoxError> {
         percentile(&lat, 0.99),
         percentile(&lat, 0.999)
     );
-    if let (Some(a), Some(b), Some(c)) = (rss_start, rss_connected, rss_end) {
+    if let (Some(a), Some(r), Some(b), Some(c)) =
+        (rss_start, rss_registered, rss_connected, rss_end)
+    {
         println!(
-            "relay RSS          {a} KiB at start, {b} KiB with {n} idle connections, {c} KiB at end"
+            "relay RSS          {a} KiB at start, {r} KiB after registration, {b} KiB with {n} idle connections, {c} KiB at end"
         );
         println!(
             "per idle connection {:.1} KiB",
-            b.saturating_sub(a) as f64 / n.max(1) as f64
+            b.saturating_sub(r) as f64 / n.max(1) as f64
         );
     }
     for r in readers {
