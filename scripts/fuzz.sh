@@ -52,6 +52,7 @@ done
 wait
 
 failed=0
+passed=0
 printf '%-26s %12s %9s %8s %8s %s\n' target executions exec/s cov ft result
 for t in "${targets[@]}"; do
     dir="$work/$t"
@@ -64,7 +65,9 @@ for t in "${targets[@]}"; do
     result=ok
     if [ "$rc" != 0 ] || compgen -G "$dir/artifacts/*" >/dev/null; then
         result="FAILED (exit $rc)"
-        failed=1
+        failed=$((failed + 1))
+    else
+        passed=$((passed + 1))
     fi
     printf '%-26s %12s %9s %8s %8s %s\n' "$t" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "$result"
 done
@@ -80,6 +83,8 @@ if [ "$failed" != 0 ]; then
             echo "== failing inputs kept in fuzz/artifacts/$t/ (reproduce: cd fuzz && cargo fuzz run -s none $t artifacts/$t/<file>)"
         fi
     done
+    echo "fuzz: $passed passed, $failed failed"
     exit 1
 fi
 echo "== every fuzz target ran without a crash"
+echo "fuzz: $passed passed, 0 failed"
