@@ -374,6 +374,7 @@ async fn websocket(
         )
         .into_response();
     };
+    // Base64, so always a valid header value; refused rather than unwrapped all the same.
     let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) else {
         return ApiError::new(
             StatusCode::BAD_REQUEST,

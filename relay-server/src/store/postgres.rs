@@ -14,12 +14,8 @@
 //! A request whose recipient queue is full fails alone (its queue sizes are checked
 //! before anything of it is inserted); a database error fails the whole batch (the
 //! clients' resends are idempotent by message id).
-//!
-//! Acknowledgements are group-committed the same way ([`ACK_COMMITTERS`] tasks, up to
-//! [`MAX_ACK_BATCH`] deleted by one statement), so an ack no longer costs a WAL flush
-//! of its own.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,10 +36,6 @@ const CHANNEL: &str = "relay_messages";
 pub const SEND_COMMITTERS: usize = 4;
 /// Most send requests stored in one group commit.
 pub const MAX_SEND_BATCH: usize = 128;
-/// Concurrent group commits for acknowledgements.
-pub const ACK_COMMITTERS: usize = 2;
-/// Most acknowledgements deleted by one statement.
-pub const MAX_ACK_BATCH: usize = 256;
 
 /// Schema migrations, applied in order under an advisory lock (replicas starting
 /// together migrate once); `relay_schema_version` records how many ran.
@@ -102,7 +94,6 @@ pub struct PostgresStore {
     pool: Pool,
     config: tokio_postgres::Config,
     sends: tokio::sync::mpsc::Sender<PendingSend>,
-    acks: tokio::sync::mpsc::Sender<PendingAck>,
 }
 
 /// One send request waiting for a group commit.
@@ -117,36 +108,40 @@ struct PendingSend {
     done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// One acknowledgement waiting for a group commit.
-struct PendingAck {
-    account: String,
-    device: u32,
-    seq: i64,
-    done: tokio::sync::oneshot::Sender<Result<bool, StoreError>>,
-}
+type SendQueue = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<PendingSend>>>;
 
-/// The receiving end of a group-commit queue, shared by that queue's committers.
-type Queue<T> = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<T>>>;
-
-/// Waits for the first queued item, then takes every other one already waiting, up to
-/// `max`. `None` when the store is dropped.
-async fn take_batch<T>(queue: &Queue<T>, max: usize) -> Option<Vec<T>> {
-    let mut rx = queue.lock().await;
-    let first = rx.recv().await?;
-    let mut batch = vec![first];
-    while batch.len() < max {
-        match rx.try_recv() {
-            Ok(item) => batch.push(item),
-            Err(_) => break,
-        }
-    }
-    Some(batch)
-}
-
-/// A send committer: stores every waiting send in one transaction. Ends when the
-/// store is dropped.
-async fn send_committer(pool: Pool, queue: Queue<PendingSend>) {
-    while let Some(batch) = take_batch(&queue, MAX_SEND_BATCH).await {
+/// A committer: takes every waiting send (after the first, without waiting) and stores
+/// them in one transaction. Ends when the store is dropped.
+async fn send_committer(pool: Pool, queue: SendQueue) {
+    loop {
+        let batch = {
+            let mut rx = queue.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_SEND_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            // Every committer inserts in one global order of the idempotency key
+            // (recipient, sender, sender device, message id, then device: see
+            // `store_messages`). Two concurrent batches that hold the same key (a
+            // client's resend while the first send is still in flight) then wait for
+            // each other at most one way; in arrival order they could each hold a key
+            // the other needs, and PostgreSQL would abort one as a deadlock.
+            batch.sort_by(|a, b| {
+                (&a.recipient, &a.sender, a.sender_device, &a.message_id).cmp(&(
+                    &b.recipient,
+                    &b.sender,
+                    b.sender_device,
+                    &b.message_id,
+                ))
+            });
+            batch
+        };
         match commit_sends(&pool, &batch).await {
             Ok(outcomes) => {
                 for (p, outcome) in batch.into_iter().zip(outcomes) {
@@ -161,47 +156,6 @@ async fn send_committer(pool: Pool, queue: Queue<PendingSend>) {
             }
         }
     }
-}
-
-/// An ack committer: deletes every waiting acknowledgement with one statement (one
-/// commit, one WAL flush), instead of a transaction per ack. Ends when the store is
-/// dropped.
-async fn ack_committer(pool: Pool, queue: Queue<PendingAck>) {
-    while let Some(batch) = take_batch(&queue, MAX_ACK_BATCH).await {
-        match commit_acks(&pool, &batch).await {
-            Ok(mut deleted) => {
-                for a in batch {
-                    // `remove`: the same ack twice in one batch deletes once.
-                    let _ = a.done.send(Ok(deleted.remove(&a.seq)));
-                }
-            }
-            Err(e) => {
-                let e = Arc::new(e);
-                for a in batch {
-                    let _ = a.done.send(Err(StoreError::Batch(e.clone())));
-                }
-            }
-        }
-    }
-}
-
-/// Deletes a batch of acknowledged messages, each only from its own device's queue;
-/// returns the seqs that were deleted.
-async fn commit_acks(pool: &Pool, batch: &[PendingAck]) -> Result<HashSet<i64>, StoreError> {
-    let c = pool.get().await?;
-    let delete = c
-        .prepare_cached(
-            "DELETE FROM messages m
-             USING UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[]) AS a(seq, account, device)
-             WHERE m.seq = a.seq AND m.account = a.account AND m.device = a.device
-             RETURNING m.seq",
-        )
-        .await?;
-    let seqs: Vec<i64> = batch.iter().map(|a| a.seq).collect();
-    let accounts: Vec<&str> = batch.iter().map(|a| a.account.as_str()).collect();
-    let devices: Vec<i64> = batch.iter().map(|a| i64::from(a.device)).collect();
-    let rows = c.query(&delete, &[&seqs, &accounts, &devices]).await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Stores a batch in one transaction. `Ok` holds each request's outcome (a full
@@ -281,6 +235,13 @@ async fn commit_sends(
     Ok(outcomes)
 }
 
+/// The messages in device order: the last part of the committers' insert order.
+fn sorted_by_device(messages: &[OutgoingMessage]) -> Vec<OutgoingMessage> {
+    let mut messages = messages.to_vec();
+    messages.sort_by_key(|m| m.device);
+    messages
+}
+
 impl PostgresStore {
     /// Connects (pool of `pool_size`) and runs pending migrations.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
@@ -299,20 +260,14 @@ impl PostgresStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()?;
         let (sends, queue) = tokio::sync::mpsc::channel(MAX_SEND_BATCH * SEND_COMMITTERS);
-        let queue: Queue<PendingSend> = Arc::new(tokio::sync::Mutex::new(queue));
+        let queue: SendQueue = Arc::new(tokio::sync::Mutex::new(queue));
         for _ in 0..SEND_COMMITTERS {
             tokio::spawn(send_committer(pool.clone(), queue.clone()));
-        }
-        let (acks, queue) = tokio::sync::mpsc::channel(MAX_ACK_BATCH * ACK_COMMITTERS);
-        let queue: Queue<PendingAck> = Arc::new(tokio::sync::Mutex::new(queue));
-        for _ in 0..ACK_COMMITTERS {
-            tokio::spawn(ack_committer(pool.clone(), queue.clone()));
         }
         let store = Self {
             pool,
             config,
             sends,
-            acks,
         };
         store.migrate().await?;
         Ok(store)
@@ -701,7 +656,7 @@ impl Storage for PostgresStore {
             sender_device,
             message_id: message_id.to_owned(),
             recipient: recipient.to_owned(),
-            messages: messages.to_vec(),
+            messages: sorted_by_device(messages),
             max_queue,
             now,
             done,
@@ -755,17 +710,14 @@ impl Storage for PostgresStore {
     }
 
     async fn ack(&self, account: &str, device: u32, seq: i64) -> Result<bool, StoreError> {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let pending = PendingAck {
-            account: account.to_owned(),
-            device,
-            seq,
-            done,
-        };
-        if self.acks.send(pending).await.is_err() {
-            return Err(StoreError::Task);
-        }
-        answer.await.map_err(|_| StoreError::Task)?
+        let c = self.pool.get().await?;
+        let n = c
+            .execute(
+                "DELETE FROM messages WHERE seq = $1 AND account = $2 AND device = $3",
+                &[&seq, &account, &i64::from(device)],
+            )
+            .await?;
+        Ok(n > 0)
     }
 
     async fn purge_expired(&self, before: u64) -> Result<u64, StoreError> {
