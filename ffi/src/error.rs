@@ -115,6 +115,7 @@ fn session_code(e: &SessionError) -> SignalErrorCode {
         SessionError::UntrustedIdentity { .. } => SIGNAL_ERR_UNTRUSTED_IDENTITY,
         SessionError::NoSession { .. } => SIGNAL_ERR_NO_SESSION,
         SessionError::InvalidMessage | SessionError::SessionMismatch => SIGNAL_ERR_INVALID_MESSAGE,
+        SessionError::SelfSession => SIGNAL_ERR_PROTOCOL,
         SessionError::DuplicateMessage { .. } => SIGNAL_ERR_DUPLICATE_MESSAGE,
         SessionError::TooFarAhead { .. } => SIGNAL_ERR_TOO_FAR_AHEAD,
         SessionError::UnknownSignedPreKey { .. }

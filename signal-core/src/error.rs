@@ -246,6 +246,11 @@ pub enum SessionError {
     /// The message's registration id or sender identity does not match the session.
     #[error("pre-key message does not match the session it names")]
     SessionMismatch,
+    /// The peer is this device itself: the bundle or pre-key message carries our own
+    /// identity key (each device has its own identity, so this is our own exact
+    /// address, or one of our messages reflected back to us). Nothing is written.
+    #[error("refused a session with this device itself")]
+    SelfSession,
 }
 
 /// A sender-key (group) operation failed.

@@ -16,7 +16,7 @@ use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
 use crate::error::{CryptoError, DecodeError};
-use crate::keys::{DhPoint, DhPublicKey, Secret32, dh_point, key_type};
+use crate::keys::{DhPoint, DhPublicKey, Secret32, dh_point, ed25519_public, key_type};
 use crate::random;
 use crate::wire::{Reader, Writer, kind};
 
@@ -54,8 +54,10 @@ impl IdentityKey {
         out
     }
 
-    /// Decodes `0x06 ‖ Ed25519 public key`, refusing points that do not decompress and
-    /// small-order points.
+    /// Decodes `0x06 ‖ Ed25519 public key`, refusing points that do not decompress,
+    /// small-order points ([`DecodeError::InvalidKey`]) and non-canonical encodings
+    /// (`y ≥ p`, or a sign bit that the point does not re-encode with:
+    /// [`DecodeError::NonCanonical`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let key = Self::read(&mut r)?;
@@ -72,10 +74,7 @@ impl IdentityKey {
             });
         }
         let raw: [u8; 32] = r.array()?;
-        let ed = VerifyingKey::from_bytes(&raw).map_err(|_| DecodeError::InvalidKey {
-            kind: "Ed25519 identity",
-        })?;
-        Self::from_verifying(ed)
+        Self::from_verifying(ed25519_public(&raw, "Ed25519 identity")?)
     }
 
     /// The X25519 form of this identity (used as DH1/DH2 input).
@@ -231,6 +230,29 @@ mod tests {
         enc[0] = key_type::ED25519_IDENTITY;
         enc[1] = 1;
         assert!(IdentityKey::decode(&enc).is_err());
+    }
+
+    /// Regression (issue 14, item 7): `y + p` (for the few `y < 19` whose `y + p` fits
+    /// in 255 bits) decompressed to the same point as `y`, so one identity had two
+    /// encodings. Every such encoding of a valid, non-small-order point is refused.
+    #[test]
+    fn non_canonical_identity_encodings_are_refused() {
+        let candidates = crate::keys::test_vectors::non_canonical_ed25519();
+        assert!(
+            !candidates.is_empty(),
+            "no valid non-canonical point tested"
+        );
+        for raw in candidates {
+            let mut enc = [0u8; 33];
+            enc[0] = key_type::ED25519_IDENTITY;
+            enc[1..].copy_from_slice(&raw);
+            assert_eq!(
+                IdentityKey::decode(&enc),
+                Err(DecodeError::NonCanonical {
+                    field: "Ed25519 identity"
+                })
+            );
+        }
     }
 
     #[test]

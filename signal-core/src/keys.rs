@@ -6,6 +6,7 @@
 
 use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::montgomery::MontgomeryPoint;
+use ed25519_dalek::VerifyingKey;
 use libcrux_ml_kem::mlkem1024::{
     self, MlKem1024Ciphertext, MlKem1024PrivateKey, MlKem1024PublicKey,
 };
@@ -37,6 +38,8 @@ pub const KEM_PUBLIC_LEN: usize = 1 + KEM_PUBLIC_KEY_RAW_LEN;
 pub const KEM_CIPHERTEXT_LEN: usize = 1568;
 /// Length of an ML-KEM-1024 decapsulation key.
 pub const KEM_SECRET_KEY_LEN: usize = 3168;
+/// Offset of `ek` inside an ML-KEM-1024 decapsulation key (the length of `dk_PKE`).
+const KEM_DK_PKE_LEN: usize = 1536;
 
 /// A 32-byte shared secret that is wiped when dropped.
 pub(crate) type Secret32 = Zeroizing<[u8; 32]>;
@@ -211,6 +214,44 @@ impl DhPublicKey {
     pub(crate) fn point(&self) -> Result<DhPoint, CryptoError> {
         DhPoint::from_u(&self.0)
     }
+
+    /// This key on the Edwards curve, refusing (with [`DecodeError::InvalidKey`]) a `u`
+    /// on the quadratic twist and a point outside the prime-order subgroup (with a
+    /// non-zero component in the 8-torsion subgroup, small-order points included).
+    ///
+    /// X25519 clamps scalars to multiples of 8, so `u(P + T)` for any 8-torsion point
+    /// `T` gives the same results as `u(P)`: without this check eight different
+    /// canonical encodings would name one key. Honest keys (`clamped scalar × base
+    /// point`) always pass. Costs one scalar multiplication (`ℓ · P`).
+    pub(crate) fn prime_order_point(&self, kind: &'static str) -> Result<DhPoint, DecodeError> {
+        let invalid = DecodeError::InvalidKey { kind };
+        let point = MontgomeryPoint(self.0)
+            .to_edwards(0)
+            .ok_or(invalid.clone())?;
+        if !point.is_torsion_free() {
+            return Err(invalid);
+        }
+        Ok(DhPoint(point))
+    }
+}
+
+/// Decompresses an RFC 8032 Ed25519 public key (`kind` names it in errors), refusing
+/// bytes that do not decompress and small-order points ([`DecodeError::InvalidKey`]),
+/// and non-canonical encodings ([`DecodeError::NonCanonical`]): the point must
+/// re-encode to exactly these bytes, which refuses `y ≥ p` and a set sign bit on
+/// `x = 0`, so every key has exactly one encoding.
+pub(crate) fn ed25519_public(
+    raw: &[u8; 32],
+    kind: &'static str,
+) -> Result<VerifyingKey, DecodeError> {
+    let key = VerifyingKey::from_bytes(raw).map_err(|_| DecodeError::InvalidKey { kind })?;
+    if key.to_edwards().compress().as_bytes() != raw {
+        return Err(DecodeError::NonCanonical { field: kind });
+    }
+    if key.is_weak() {
+        return Err(DecodeError::InvalidKey { kind });
+    }
+    Ok(key)
 }
 
 impl core::fmt::Debug for DhKeyPair {
@@ -312,21 +353,20 @@ impl KemKeyPair {
         })
     }
 
-    /// Rebuilds a key pair from stored bytes, checking the FIPS 203 decapsulation-key
-    /// hash check.
+    /// Rebuilds a key pair from stored bytes. The decapsulation key
+    /// `dk = dk_PKE ‖ ek ‖ H(ek) ‖ z` must embed `public` as its `ek`, and must pass the
+    /// FIPS 203 §7.3 hash check (`H(ek) = SHA3-256(ek)`, recomputed here by libcrux's
+    /// `validate_private_key_only`); otherwise [`DecodeError::InvalidKey`]. Both
+    /// compared values are public, so the comparisons need not be constant time.
     pub(crate) fn from_parts(secret: &[u8], public: KemPublicKey) -> Result<Self, DecodeError> {
-        let raw: &[u8; KEM_SECRET_KEY_LEN] =
-            secret.try_into().map_err(|_| DecodeError::InvalidKey {
-                kind: "ML-KEM-1024 secret",
-            })?;
+        let invalid = DecodeError::InvalidKey {
+            kind: "ML-KEM-1024 secret",
+        };
+        let raw: &[u8; KEM_SECRET_KEY_LEN] = secret.try_into().map_err(|_| invalid.clone())?;
         let sk = Box::new(MlKem1024PrivateKey::from(raw));
-        // FIPS 203 §7.3 hash check: H(ek) embedded in dk must match; and ek must be the
-        // embedded one.
-        let ek_in_dk = &sk.as_slice()[1536..1536 + KEM_PUBLIC_KEY_RAW_LEN];
-        if ek_in_dk != public.0.as_slice() {
-            return Err(DecodeError::InvalidKey {
-                kind: "ML-KEM-1024 secret",
-            });
+        let ek_in_dk = &sk.as_slice()[KEM_DK_PKE_LEN..KEM_DK_PKE_LEN + KEM_PUBLIC_KEY_RAW_LEN];
+        if ek_in_dk != public.0.as_slice() || !mlkem1024::portable::validate_private_key_only(&sk) {
+            return Err(invalid);
         }
         Ok(Self { secret: sk, public })
     }
@@ -369,6 +409,33 @@ impl core::fmt::Debug for KemKeyPair {
         f.debug_struct("KemKeyPair")
             .field("public", &self.public)
             .finish_non_exhaustive()
+    }
+}
+
+/// Test vectors shared by the decoders' tests.
+#[cfg(test)]
+pub(crate) mod test_vectors {
+    use ed25519_dalek::VerifyingKey;
+
+    /// Non-canonical Ed25519 encodings (`y = p + k`, `k < 19`, either sign bit) that
+    /// `VerifyingKey::from_bytes` decompresses to a point that is not of small order.
+    pub(crate) fn non_canonical_ed25519() -> Vec<[u8; 32]> {
+        // p = 2^255 - 19, little-endian.
+        let mut p = [0xffu8; 32];
+        p[0] = 0xed;
+        p[31] = 0x7f;
+        let mut out = Vec::new();
+        for k in 0u8..19 {
+            for sign in [0u8, 0x80] {
+                let mut y = p;
+                y[0] += k; // 0xed + 18 = 0xff: no carry.
+                y[31] |= sign;
+                if VerifyingKey::from_bytes(&y).is_ok_and(|key| !key.is_weak()) {
+                    out.push(y);
+                }
+            }
+        }
+        out
     }
 }
 
@@ -461,6 +528,61 @@ mod tests {
         assert!(DhPublicKey::decode(&enc).is_err());
         let rebuilt = KemKeyPair::from_parts(kp.secret_bytes(), kp.public().clone()).unwrap();
         assert_eq!(*rebuilt.decapsulate(&ct), *ss);
+    }
+
+    /// Regression (issue 14, item 7): the FIPS 203 hash check was documented but not
+    /// performed, so a decapsulation key with a tampered `H(ek)` loaded and silently
+    /// broke decapsulation.
+    #[test]
+    fn kem_secret_with_a_tampered_ek_hash_is_refused() {
+        let kp = KemKeyPair::generate().unwrap();
+        let h = KEM_DK_PKE_LEN + KEM_PUBLIC_KEY_RAW_LEN;
+        for i in [h, h + 17, h + 31] {
+            let mut dk = kp.secret_bytes().to_vec();
+            dk[i] ^= 0x01;
+            assert_eq!(
+                KemKeyPair::from_parts(&dk, kp.public().clone()).err(),
+                Some(DecodeError::InvalidKey {
+                    kind: "ML-KEM-1024 secret"
+                }),
+                "tampered H(ek) byte {i} loaded"
+            );
+        }
+        // The implicit-rejection seed z is not covered by any check (FIPS 203).
+        let mut dk = kp.secret_bytes().to_vec();
+        dk[h + 32] ^= 0x01;
+        assert!(KemKeyPair::from_parts(&dk, kp.public().clone()).is_ok());
+    }
+
+    /// The base-key check of `docs/protocol.md` §4: of the eight keys `u(P + T)` for
+    /// the 8-torsion points `T`, only `u(P)` itself is accepted.
+    #[test]
+    fn only_the_prime_order_member_of_a_torsion_coset_is_accepted() {
+        let key = DhKeyPair::generate().unwrap();
+        let p = MontgomeryPoint(key.public.0).to_edwards(0).unwrap();
+        for (i, t) in curve25519_dalek::constants::EIGHT_TORSION
+            .iter()
+            .enumerate()
+        {
+            let variant = DhPublicKey((p + t).to_montgomery().to_bytes());
+            assert_eq!(i == 0, variant == *key.public());
+            assert_eq!(
+                variant.prime_order_point("X25519 base").is_ok(),
+                i == 0,
+                "torsion variant {i}"
+            );
+            // X25519 cannot tell them apart: that is why the check is needed.
+            let other = DhKeyPair::generate().unwrap();
+            assert_eq!(
+                *other.agree(&variant).unwrap(),
+                *other.agree(key.public()).unwrap()
+            );
+        }
+        let twist = (0u8..=255)
+            .map(|b| [b; 32])
+            .find(|u| is_canonical_u(u) && MontgomeryPoint(*u).to_edwards(0).is_none())
+            .unwrap();
+        assert!(DhPublicKey(twist).prime_order_point("X25519 base").is_err());
     }
 
     #[test]

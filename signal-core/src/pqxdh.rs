@@ -9,22 +9,31 @@
 //!                  info = PQXDH_INFO, L = 32)
 //! AD = Encode(IK_A) ‖ Encode(IK_B) ‖ u32 RegId_A ‖ u32 RegId_B
 //! ```
-//! The registration ids in AD (an addition the specification allows) make every field
-//! of a pre-key message authenticated: a changed registration id fails decryption.
+//! The registration ids in AD (an addition the specification allows) bind the session
+//! to both devices. Every message Alice sends inside a pre-key message is authenticated
+//! with `AD ‖ T` instead, where the transcript `T` ([`prekey_transcript`]) covers every
+//! other field of the pre-key message (base key, prekey ids, a hash of the KEM
+//! ciphertext, registration id, identity): a pre-key message with any changed field
+//! fails authentication, the first one and every later one (`docs/protocol.md` §5.3).
 //! The X25519 identity keys are the Montgomery forms of the Ed25519 identities
-//! (see [`crate::identity`]).
+//! (see [`crate::identity`]); the base key must lie in the prime-order subgroup.
 
 use hkdf::Hkdf;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::error::CryptoError;
+use crate::error::{CryptoError, SessionError};
 use crate::identity::{IDENTITY_KEY_LEN, IdentityKey, IdentityKeyPair};
-use crate::keys::{DhKeyPair, DhPoint, DhPublicKey, KEM_CIPHERTEXT_LEN, Secret32};
+use crate::keys::{DH_PUBLIC_LEN, DhKeyPair, DhPoint, DhPublicKey, KEM_CIPHERTEXT_LEN, Secret32};
 use crate::prekey::{KemPreKeyRecord, OneTimePreKeyRecord, SignedPreKeyRecord, VerifiedBundle};
+use crate::wire::message::PreKeyFields;
+use crate::wire::{VERSION, kind};
 
 /// HKDF info of the PQXDH KDF.
 pub const PQXDH_INFO: &[u8] = b"signal-core v1 PQXDH X25519 SHA-256 ML-KEM-1024";
+
+/// How an invalid base key is named in [`crate::DecodeError::InvalidKey`].
+pub(crate) const BASE_KEY_KIND: &str = "X25519 base";
 
 /// Length of the associated data: two encoded identities and two registration ids.
 pub const AD_LEN: usize = 2 * IDENTITY_KEY_LEN + 8;
@@ -40,6 +49,67 @@ pub(crate) fn associated_data(
     ad[2 * IDENTITY_KEY_LEN..2 * IDENTITY_KEY_LEN + 4].copy_from_slice(&initiator.1.to_be_bytes());
     ad[2 * IDENTITY_KEY_LEN + 4..].copy_from_slice(&responder.1.to_be_bytes());
     ad
+}
+
+/// First bytes of every pre-key transcript ([`prekey_transcript`]). The `v2` marks the
+/// revision that added the transcript; peers of the earlier revision do not
+/// interoperate on pre-key messages.
+pub const PREKEY_TRANSCRIPT_LABEL: &[u8] = b"signal-core v2 pre-key message";
+
+/// Longest transcript: label, the pre-key message header and fixed fields with a
+/// one-time prekey id, `SHA-256(CT)`, base key and identity.
+pub(crate) const PREKEY_TRANSCRIPT_MAX_LEN: usize =
+    PREKEY_TRANSCRIPT_LABEL.len() + 2 + 4 + 4 + 1 + 4 + 4 + 32 + DH_PUBLIC_LEN + IDENTITY_KEY_LEN;
+
+/// The transcript `T` of a pre-key message, authenticated (after `AD`) with the message
+/// it carries. Every field of the pre-key message outside the inner message, in wire
+/// order, with the KEM ciphertext replaced by its SHA-256:
+///
+/// ```text
+/// T = "signal-core v2 pre-key message" ‖ 0x01 0x02 ‖ u32 R_A ‖ u32 signed prekey id
+///     ‖ u8 has_one_time ‖ [u32 one-time prekey id] ‖ u32 KEM prekey id
+///     ‖ SHA-256(CT) ‖ Encode(EK_A) ‖ Encode(IK_A)
+/// ```
+pub(crate) struct PreKeyTranscript {
+    bytes: [u8; PREKEY_TRANSCRIPT_MAX_LEN],
+    len: usize,
+}
+
+impl PreKeyTranscript {
+    /// The transcript bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    fn push(&mut self, v: &[u8]) {
+        // Only called by `prekey_transcript`, whose pieces add up to at most the capacity.
+        if let Some(dst) = self.bytes.get_mut(self.len..self.len + v.len()) {
+            dst.copy_from_slice(v);
+            self.len += v.len();
+        }
+    }
+}
+
+/// Builds the transcript `T` of a pre-key message from its fields (see
+/// [`PreKeyTranscript`]).
+pub(crate) fn prekey_transcript(f: &PreKeyFields<'_>) -> PreKeyTranscript {
+    let mut t = PreKeyTranscript {
+        bytes: [0; PREKEY_TRANSCRIPT_MAX_LEN],
+        len: 0,
+    };
+    t.push(PREKEY_TRANSCRIPT_LABEL);
+    t.push(&[VERSION, kind::PREKEY_MESSAGE]);
+    t.push(&f.registration_id.to_be_bytes());
+    t.push(&f.signed_prekey_id.to_be_bytes());
+    t.push(&[u8::from(f.one_time_prekey_id.is_some())]);
+    if let Some(id) = f.one_time_prekey_id {
+        t.push(&id.to_be_bytes());
+    }
+    t.push(&f.kem_prekey_id.to_be_bytes());
+    t.push(&Sha256::digest(&f.kem_ciphertext[..]));
+    t.push(&f.base_key.encode());
+    t.push(f.identity);
+    t
 }
 
 fn kdf(dhs: &[&Secret32], ss: &Secret32) -> Secret32 {
@@ -94,7 +164,10 @@ pub(crate) fn initiate(
     })
 }
 
-/// Responder side.
+/// Responder side. A base key outside the prime-order subgroup (on the twist, of small
+/// order, or with an 8-torsion component) is refused with
+/// [`crate::DecodeError::InvalidKey`] before any Diffie-Hellman, so the last-resort
+/// replay record `(KEM id, base key)` names exactly one key.
 pub(crate) fn accept(
     ours: &IdentityKeyPair,
     signed_prekey: &SignedPreKeyRecord,
@@ -103,9 +176,9 @@ pub(crate) fn accept(
     their_identity: &IdentityKey,
     base_key: &DhPublicKey,
     kem_ciphertext: &[u8; KEM_CIPHERTEXT_LEN],
-) -> Result<Secret32, CryptoError> {
+) -> Result<Secret32, SessionError> {
     let spk = signed_prekey.key_pair();
-    let base = base_key.point()?;
+    let base = base_key.prime_order_point(BASE_KEY_KIND)?;
     let dh1 = spk.agree_point(&their_identity.dh_point())?;
     let dh2 = ours.agree_point(&base)?;
     let dh3 = spk.agree_point(&base)?;
@@ -165,6 +238,37 @@ mod tests {
             .unwrap();
             assert_eq!(*sk, *init.shared_secret);
         }
+    }
+
+    /// `T` is the pre-key message's encoding up to the inner message, with the KEM
+    /// ciphertext replaced by its SHA-256, after the label (`docs/protocol.md` §5.3).
+    #[test]
+    fn transcript_is_the_encoded_prefix_with_the_ciphertext_hashed() {
+        let alice = IdentityKeyPair::generate().unwrap();
+        let base_key = *DhKeyPair::generate().unwrap().public();
+        let ct = Box::new([0x5a; KEM_CIPHERTEXT_LEN]);
+        for one_time in [None, Some(0x0102_0304)] {
+            let fields = PreKeyFields {
+                registration_id: 0xa1a2_a3a4,
+                signed_prekey_id: 0xb1b2_b3b4,
+                one_time_prekey_id: one_time,
+                kem_prekey_id: 0xc1c2_c3c4,
+                kem_ciphertext: &ct,
+                base_key: &base_key,
+                identity: &alice.public().encode(),
+            };
+            let encoded = crate::wire::PreKeyMessage::encode_parts(fields, &[]);
+            let ct_at = 2 + 4 + 4 + 1 + 4 * usize::from(one_time.is_some()) + 4;
+            let mut expected = PREKEY_TRANSCRIPT_LABEL.to_vec();
+            expected.extend_from_slice(&encoded[..ct_at]);
+            expected.extend_from_slice(&Sha256::digest(&ct[..]));
+            expected.extend_from_slice(&encoded[ct_at + KEM_CIPHERTEXT_LEN..]);
+            assert_eq!(prekey_transcript(&fields).as_bytes(), &expected[..]);
+        }
+        assert_eq!(
+            PREKEY_TRANSCRIPT_MAX_LEN,
+            PREKEY_TRANSCRIPT_LABEL.len() + 2 + 17 + 32 + 66
+        );
     }
 
     #[test]

@@ -86,3 +86,25 @@ impl core::fmt::Debug for SenderKeyDistributionMessage {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14, item 7: a signing key with a non-canonical encoding (`y ≥ p`) is
+    /// refused like an invalid one, so a chain's key has exactly one encoding.
+    #[test]
+    fn non_canonical_signing_key_is_refused() {
+        for raw in crate::keys::test_vectors::non_canonical_ed25519() {
+            let mut bytes = vec![crate::wire::VERSION, kind::SENDER_KEY_DISTRIBUTION];
+            bytes.extend_from_slice(&[0x11; 32 + 4 + 4 + 32]);
+            bytes.extend_from_slice(&raw);
+            assert_eq!(
+                SenderKeyDistributionMessage::decode(&bytes).err(),
+                Some(DecodeError::NonCanonical {
+                    field: "sender-key signing"
+                })
+            );
+        }
+    }
+}

@@ -94,18 +94,10 @@ impl SenderChainState {
     }
 }
 
-/// Reads a 32-byte Ed25519 verifying key, refusing points that do not decompress and
-/// small-order points.
+/// Reads a 32-byte Ed25519 verifying key, refusing points that do not decompress,
+/// small-order points and non-canonical encodings.
 pub(crate) fn read_signing_public(r: &mut Reader<'_>) -> Result<VerifyingKey, DecodeError> {
-    let raw: [u8; 32] = r.array()?;
-    let invalid = DecodeError::InvalidKey {
-        kind: "sender-key signing",
-    };
-    let key = VerifyingKey::from_bytes(&raw).map_err(|_| invalid.clone())?;
-    if key.is_weak() {
-        return Err(invalid);
-    }
-    Ok(key)
+    crate::keys::ed25519_public(&r.array()?, "sender-key signing")
 }
 
 /// The chain states of one sender device in one group, newest first, at most

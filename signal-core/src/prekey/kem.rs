@@ -162,3 +162,29 @@ impl KemPreKeyRecord {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14, item 7, on the load path: a stored KEM prekey record whose
+    /// decapsulation key carries a tampered `H(ek)` is refused when loaded.
+    #[test]
+    fn stored_record_with_a_tampered_ek_hash_does_not_load() {
+        let id = IdentityKeyPair::generate().unwrap();
+        let record = KemPreKeyRecord::generate(&id, 3, 100, true).unwrap();
+        let bytes = record.to_secret_bytes();
+        let loaded = KemPreKeyRecord::from_secret_bytes(&bytes).unwrap();
+        assert_eq!(loaded.public(), record.public());
+        // dk starts after the public part; H(ek) is at dk[3104..3136].
+        let dk_at = bytes.len() - KEM_SECRET_KEY_LEN;
+        let mut tampered = bytes.to_vec();
+        tampered[dk_at + 3104 + 5] ^= 0x40;
+        assert_eq!(
+            KemPreKeyRecord::from_secret_bytes(&tampered).err(),
+            Some(DecodeError::InvalidKey {
+                kind: "ML-KEM-1024 secret"
+            })
+        );
+    }
+}

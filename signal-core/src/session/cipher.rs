@@ -10,9 +10,10 @@ use crate::error::{CryptoError, SessionError};
 use crate::identity::IdentityKey;
 use crate::limits::MAX_PLAINTEXT_LEN;
 use crate::pqxdh;
-use crate::prekey::{Timestamp, VerifiedBundle};
+use crate::prekey::{
+    KemPreKeyRecord, OneTimePreKeyRecord, PreKeyId, SignedPreKeyRecord, Timestamp, VerifiedBundle,
+};
 use crate::store::{ProtocolStore, SessionCommit};
-use crate::wire::message::PreKeyFields;
 use crate::wire::{MessageKind, PreKeyMessage, SignalMessage};
 
 use super::SessionRecord;
@@ -43,8 +44,11 @@ pub fn initiate<S: ProtocolStore + ?Sized>(
     bundle: &VerifiedBundle,
 ) -> Result<(), SessionError> {
     let b = bundle.bundle();
-    let new_identity = check_trust(store, remote, &b.identity)?;
     let ours = store.local_identity()?;
+    if b.identity == *ours.public() {
+        return Err(SessionError::SelfSession);
+    }
+    let new_identity = check_trust(store, remote, &b.identity)?;
     let local_registration_id = store.local_registration_id()?;
     let agreed = pqxdh::initiate(&ours, bundle)?;
     let state = SessionState::new_initiator(
@@ -107,20 +111,9 @@ pub fn encrypt<S: ProtocolStore + ?Sized>(
         });
     }
     let message = state.encrypt(plaintext)?;
-    let out = match &state.pending_prekey {
+    let out = match state.prekey_fields() {
         None => message,
-        Some(p) => PreKeyMessage::encode_parts(
-            PreKeyFields {
-                registration_id: state.local_registration_id(),
-                signed_prekey_id: p.signed_prekey_id,
-                one_time_prekey_id: p.one_time_prekey_id,
-                kem_prekey_id: p.kem_prekey_id,
-                kem_ciphertext: &p.kem_ciphertext,
-                base_key: state.base_key(),
-                identity: state.local_identity_encoded(),
-            },
-            &message,
-        ),
+        Some(fields) => PreKeyMessage::encode_parts(fields, &message),
     };
     record.bump_generation();
     store.commit(SessionCommit::record_only(
@@ -269,35 +262,102 @@ fn decrypt_message<S: ProtocolStore + ?Sized>(
     Ok(Decrypted { plaintext, commit })
 }
 
+/// Decrypts a pre-key message (`docs/protocol.md` §5.3). Its inner message is
+/// authenticated with `AD ‖ T ‖ header`, `T` covering every other field, so a changed
+/// field is [`SessionError::InvalidMessage`]. Trust in the sender's identity is checked
+/// only after authentication, so a tampered message is reported as such.
 fn decrypt_prekey_message<S: ProtocolStore + ?Sized>(
     store: &S,
     remote: &Address,
     message: &PreKeyMessage,
 ) -> Result<Decrypted, SessionError> {
-    let new_identity = check_trust(store, remote, &message.identity)?;
+    let identity = message.identity.encode();
+    let transcript = pqxdh::prekey_transcript(&message.fields(&identity));
     let record = store.load_session(remote)?.unwrap_or_default();
     let expected_generation = record.generation();
 
     // A session from this very pre-key message already exists: it is a retransmission
-    // (or a replay) of the first messages; the ratchet decides.
-    if let Some(which) = record.find_base_key(&message.base_key) {
-        let state = match which {
-            None => record.current(),
-            Some(i) => record.archived.get(i),
-        };
-        if state.is_some_and(|s| {
-            !s.is_remote_identity(&message.identity)
-                || s.remote_registration_id() != message.registration_id
-        }) {
-            return Err(SessionError::SessionMismatch);
+    // (or a replay) of the first messages; only that session may decrypt it.
+    let (plaintext, record, consumed) = match record.find_base_key(&message.base_key) {
+        Some(which) => {
+            let (plaintext, record) = decrypt_named(record, which, message, &transcript)?;
+            (plaintext, record, None)
         }
-        let (plaintext, mut record) = decrypt_with_record(record, &message.message)?;
-        record.bump_generation();
-        let mut commit = SessionCommit::record_only(remote.clone(), record, expected_generation);
-        commit.new_identity = new_identity;
-        return Ok(Decrypted { plaintext, commit });
+        None => {
+            let (plaintext, record, consumed) = accept_new(store, record, message, &transcript)?;
+            (plaintext, record, Some(consumed))
+        }
+    };
+    let new_identity = check_trust(store, remote, &message.identity)?;
+    let mut record = record;
+    record.bump_generation();
+    let mut commit = SessionCommit::record_only(remote.clone(), record, expected_generation);
+    commit.new_identity = new_identity;
+    if let Some(c) = consumed {
+        commit.consumed_prekey = c.one_time_prekey;
+        if c.last_resort {
+            commit.last_resort_use = Some((c.kem_prekey, message.base_key));
+        } else {
+            commit.consumed_kem_prekey = Some(c.kem_prekey);
+        }
     }
+    Ok(Decrypted { plaintext, commit })
+}
 
+/// Decrypts the inner message of a pre-key message with the one session it names
+/// (`which`, as found by [`SessionRecord::find_base_key`]), never with another session
+/// of the record; on success that session is updated and made current. Our own
+/// pre-key message reflected back to us is [`SessionError::SelfSession`].
+fn decrypt_named(
+    mut record: SessionRecord,
+    which: Option<usize>,
+    message: &PreKeyMessage,
+    transcript: &pqxdh::PreKeyTranscript,
+) -> Result<(Zeroizing<Vec<u8>>, SessionRecord), SessionError> {
+    let state = match which {
+        None => record.current.as_mut(),
+        Some(i) => record.archived.get_mut(i),
+    }
+    .ok_or(SessionError::InvalidMessage)?;
+    if state.is_local_identity(&message.identity) {
+        return Err(SessionError::SelfSession);
+    }
+    let (plaintext, update) = state.decrypt_prekey(&message.message, transcript)?;
+    // Implied by authentication (the session's AD and T both hold the sender's
+    // identity and registration id); checked again for defence in depth.
+    if !state.is_remote_identity(&message.identity)
+        || state.remote_registration_id() != message.registration_id
+    {
+        return Err(SessionError::SessionMismatch);
+    }
+    state.apply(update);
+    if let Some(i) = which {
+        record.promote_archived(i);
+    }
+    Ok((plaintext, record))
+}
+
+/// The prekeys a new session from a pre-key message consumes (or, for a last-resort
+/// KEM prekey, uses once per base key).
+struct Consumed {
+    one_time_prekey: Option<PreKeyId>,
+    kem_prekey: PreKeyId,
+    last_resort: bool,
+}
+
+/// Loads the prekeys a pre-key message names, refusing unknown ones and a last-resort
+/// KEM prekey already used with this base key.
+fn load_named_prekeys<S: ProtocolStore + ?Sized>(
+    store: &S,
+    message: &PreKeyMessage,
+) -> Result<
+    (
+        SignedPreKeyRecord,
+        Option<OneTimePreKeyRecord>,
+        KemPreKeyRecord,
+    ),
+    SessionError,
+> {
     let signed_prekey = store.load_signed_prekey(message.signed_prekey_id)?.ok_or(
         SessionError::UnknownSignedPreKey {
             id: message.signed_prekey_id,
@@ -324,8 +384,24 @@ fn decrypt_prekey_message<S: ProtocolStore + ?Sized>(
             id: kem_prekey.id(),
         });
     }
+    Ok((signed_prekey, one_time_prekey, kem_prekey))
+}
 
+/// Runs PQXDH as responder for a pre-key message that names no session we hold and
+/// decrypts its inner message on the new session, which becomes current in `record`.
+/// Refuses our own identity ([`SessionError::SelfSession`]), unknown prekeys and
+/// last-resort replays before any key agreement.
+fn accept_new<S: ProtocolStore + ?Sized>(
+    store: &S,
+    mut record: SessionRecord,
+    message: &PreKeyMessage,
+    transcript: &pqxdh::PreKeyTranscript,
+) -> Result<(Zeroizing<Vec<u8>>, SessionRecord, Consumed), SessionError> {
     let ours = store.local_identity()?;
+    if message.identity == *ours.public() {
+        return Err(SessionError::SelfSession);
+    }
+    let (signed_prekey, one_time_prekey, kem_prekey) = load_named_prekeys(store, message)?;
     let shared_secret = pqxdh::accept(
         &ours,
         &signed_prekey,
@@ -347,21 +423,15 @@ fn decrypt_prekey_message<S: ProtocolStore + ?Sized>(
         &shared_secret,
         signed_prekey.key_pair().clone(),
     );
-    let (plaintext, update) = state.decrypt(&message.message)?;
+    let (plaintext, update) = state.decrypt_prekey(&message.message, transcript)?;
     state.apply(update);
-
-    let mut record = record;
     record.promote_new(state);
-    record.bump_generation();
-    let mut commit = SessionCommit::record_only(remote.clone(), record, expected_generation);
-    commit.new_identity = new_identity;
-    commit.consumed_prekey = message.one_time_prekey_id;
-    if kem_prekey.is_last_resort() {
-        commit.last_resort_use = Some((kem_prekey.id(), message.base_key));
-    } else {
-        commit.consumed_kem_prekey = Some(kem_prekey.id());
-    }
-    Ok(Decrypted { plaintext, commit })
+    let consumed = Consumed {
+        one_time_prekey: message.one_time_prekey_id,
+        kem_prekey: kem_prekey.id(),
+        last_resort: kem_prekey.is_last_resort(),
+    };
+    Ok((plaintext, record, consumed))
 }
 
 /// Seconds since the Unix epoch by the local clock; only recorded as a session's

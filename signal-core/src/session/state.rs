@@ -18,12 +18,12 @@ use crate::error::{CryptoError, DecodeError, SessionError};
 use crate::identity::{IDENTITY_KEY_LEN, IdentityKey};
 use crate::keys::{DhKeyPair, DhPoint, DhPublicKey, KEM_CIPHERTEXT_LEN};
 use crate::limits::{MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS_PER_CHAIN};
-use crate::pqxdh::{AD_LEN, associated_data};
+use crate::pqxdh::{AD_LEN, PreKeyTranscript, associated_data, prekey_transcript};
 use crate::prekey::{PreKeyId, Timestamp};
 use crate::ratchet::message_key::MESSAGE_KEYS_INFO;
 use crate::ratchet::receiver_chain::{advance_to, skip_to};
 use crate::ratchet::{ChainKey, MessageKeySeed, ReceiverChain, RootKey};
-use crate::wire::message::MESSAGE_HEADER_LEN;
+use crate::wire::message::{MESSAGE_HEADER_LEN, PreKeyFields};
 use crate::wire::{Reader, SignalMessage, Writer};
 
 /// PQXDH parameters the initiator repeats in every message until the responder answers.
@@ -194,6 +194,11 @@ impl SessionState {
         identity.encode() == self.remote_identity
     }
 
+    /// Whether `identity` is our own identity in this session.
+    pub fn is_local_identity(&self, identity: &IdentityKey) -> bool {
+        identity.encode() == self.local_identity
+    }
+
     /// Our identity in this session.
     pub fn local_identity(&self) -> Result<IdentityKey, DecodeError> {
         IdentityKey::decode(&self.local_identity)
@@ -225,10 +230,28 @@ impl SessionState {
         }
     }
 
+    /// The pre-key message fields this session sends with every message until the peer
+    /// replies (`None` once it has, and always for the responder).
+    pub(crate) fn prekey_fields(&self) -> Option<PreKeyFields<'_>> {
+        self.pending_prekey.as_ref().map(|p| PreKeyFields {
+            registration_id: self.local_registration_id,
+            signed_prekey_id: p.signed_prekey_id,
+            one_time_prekey_id: p.one_time_prekey_id,
+            kem_prekey_id: p.kem_prekey_id,
+            kem_ciphertext: &p.kem_ciphertext,
+            base_key: &self.base_key,
+            identity: &self.local_identity,
+        })
+    }
+
     /// Encrypts one message, advancing the sending chain (and taking the sending half of
     /// a DH ratchet step first if one is due). Returns the encoded [`SignalMessage`].
+    /// While a pre-key message is pending ([`Self::prekey_fields`]) the message is
+    /// sealed with the pre-key associated data `AD ‖ T ‖ header` (`docs/protocol.md`
+    /// §5.3) and must be sent inside that pre-key message.
     /// The state changes only if encryption succeeds.
     pub(crate) fn encrypt(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, SessionError> {
+        let transcript = self.prekey_fields().map(|f| prekey_transcript(&f));
         let (chain, new_ratchet) = match &self.sending_chain {
             Some(chain) => (chain.clone(), None),
             None => {
@@ -251,7 +274,7 @@ impl SessionState {
             seed.counter(),
             plaintext.len(),
         );
-        let aad = self.aad(&buf[..MESSAGE_HEADER_LEN]);
+        let aad = self.aad(transcript.as_ref(), &buf[..MESSAGE_HEADER_LEN]);
         buf.extend_from_slice(plaintext);
         seed.expand(MESSAGE_KEYS_INFO)
             .seal(&aad, &mut buf, MESSAGE_HEADER_LEN);
@@ -263,10 +286,16 @@ impl SessionState {
         Ok(buf)
     }
 
-    fn aad(&self, header: &[u8]) -> [u8; AD_LEN + MESSAGE_HEADER_LEN] {
-        let mut aad = [0u8; AD_LEN + MESSAGE_HEADER_LEN];
-        aad[..AD_LEN].copy_from_slice(&self.ad);
-        aad[AD_LEN..].copy_from_slice(header);
+    /// AES-GCM associated data: `AD ‖ header` for a message sent on its own,
+    /// `AD ‖ T ‖ header` for one carried in a pre-key message with transcript `T`.
+    /// The two never coincide (their lengths differ), so a relay can neither unwrap a
+    /// pre-key message's inner message nor wrap a plain one.
+    fn aad(&self, transcript: Option<&PreKeyTranscript>, header: &[u8]) -> Vec<u8> {
+        let t = transcript.map_or(&[][..], PreKeyTranscript::as_bytes);
+        let mut aad = Vec::with_capacity(AD_LEN + t.len() + header.len());
+        aad.extend_from_slice(&self.ad);
+        aad.extend_from_slice(t);
+        aad.extend_from_slice(header);
         aad
     }
 
@@ -274,18 +303,37 @@ impl SessionState {
         &self,
         seed: &MessageKeySeed,
         message: &SignalMessage,
+        transcript: Option<&PreKeyTranscript>,
     ) -> Result<Zeroizing<Vec<u8>>, SessionError> {
-        let aad = self.aad(message.header_bytes());
+        let aad = self.aad(transcript, message.header_bytes());
         seed.expand(MESSAGE_KEYS_INFO)
             .open(&aad, message.ciphertext())
             .ok_or(SessionError::InvalidMessage)
     }
 
-    /// Decrypts without changing the state. On success returns the plaintext and the
-    /// update to apply.
+    /// Decrypts a message received on its own (not inside a pre-key message) without
+    /// changing the state. On success returns the plaintext and the update to apply.
     pub(crate) fn decrypt(
         &self,
         message: &SignalMessage,
+    ) -> Result<(Zeroizing<Vec<u8>>, StateUpdate), SessionError> {
+        self.decrypt_with(message, None)
+    }
+
+    /// Decrypts the inner message of a pre-key message whose transcript is
+    /// `transcript`, without changing the state (see [`Self::decrypt`]).
+    pub(crate) fn decrypt_prekey(
+        &self,
+        message: &SignalMessage,
+        transcript: &PreKeyTranscript,
+    ) -> Result<(Zeroizing<Vec<u8>>, StateUpdate), SessionError> {
+        self.decrypt_with(message, Some(transcript))
+    }
+
+    fn decrypt_with(
+        &self,
+        message: &SignalMessage,
+        transcript: Option<&PreKeyTranscript>,
     ) -> Result<(Zeroizing<Vec<u8>>, StateUpdate), SessionError> {
         let counter = message.counter;
         if let Some(idx) = self
@@ -298,11 +346,11 @@ impl SessionState {
                 let pos = chain
                     .find_skipped(counter)
                     .ok_or(SessionError::DuplicateMessage { counter })?;
-                let plaintext = self.open(&chain.skipped[pos], message)?;
+                let plaintext = self.open(&chain.skipped[pos], message, transcript)?;
                 return Ok((plaintext, StateUpdate::UsedSkipped { chain: idx, pos }));
             }
             let adv = advance_to(&chain.chain, counter)?;
-            let plaintext = self.open(&adv.key, message)?;
+            let plaintext = self.open(&adv.key, message, transcript)?;
             return Ok((
                 plaintext,
                 StateUpdate::Advanced {
@@ -328,7 +376,7 @@ impl SessionState {
         let dh = self.our_ratchet.agree(&message.ratchet_key)?;
         let (root, chain_key) = self.root_key.step(&dh);
         let adv = advance_to(&chain_key, counter)?;
-        let plaintext = self.open(&adv.key, message)?;
+        let plaintext = self.open(&adv.key, message, transcript)?;
         let mut chain = ReceiverChain::new(message.ratchet_key, adv.next);
         chain.push_skipped(adv.skipped);
         Ok((
@@ -517,16 +565,6 @@ impl SessionState {
         state.previous_counter = previous_counter;
         state.receivers = receivers;
         Ok(state)
-    }
-
-    /// Our identity in this session, encoded.
-    pub(crate) fn local_identity_encoded(&self) -> &[u8; IDENTITY_KEY_LEN] {
-        &self.local_identity
-    }
-
-    /// Our registration id as recorded at session creation.
-    pub(crate) fn local_registration_id(&self) -> u32 {
-        self.local_registration_id
     }
 }
 

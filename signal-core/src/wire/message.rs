@@ -134,6 +134,7 @@ impl core::fmt::Debug for SignalMessage {
 }
 
 /// The fields of a [`PreKeyMessage`] other than the enclosed message, borrowed.
+#[derive(Clone, Copy)]
 pub(crate) struct PreKeyFields<'a> {
     pub(crate) registration_id: u32,
     pub(crate) signed_prekey_id: PreKeyId,
@@ -169,18 +170,23 @@ pub struct PreKeyMessage {
 impl PreKeyMessage {
     /// Encodes the message.
     pub fn encode(&self) -> Vec<u8> {
-        Self::encode_parts(
-            PreKeyFields {
-                registration_id: self.registration_id,
-                signed_prekey_id: self.signed_prekey_id,
-                one_time_prekey_id: self.one_time_prekey_id,
-                kem_prekey_id: self.kem_prekey_id,
-                kem_ciphertext: &self.kem_ciphertext,
-                base_key: &self.base_key,
-                identity: &self.identity.encode(),
-            },
-            self.message.encoded(),
-        )
+        Self::encode_parts(self.fields(&self.identity.encode()), self.message.encoded())
+    }
+
+    /// The fields outside the inner message; `identity` is `self.identity` encoded.
+    pub(crate) fn fields<'a>(
+        &'a self,
+        identity: &'a [u8; crate::identity::IDENTITY_KEY_LEN],
+    ) -> PreKeyFields<'a> {
+        PreKeyFields {
+            registration_id: self.registration_id,
+            signed_prekey_id: self.signed_prekey_id,
+            one_time_prekey_id: self.one_time_prekey_id,
+            kem_prekey_id: self.kem_prekey_id,
+            kem_ciphertext: &self.kem_ciphertext,
+            base_key: &self.base_key,
+            identity,
+        }
     }
 
     /// Encodes from parts: the sender's own identity is passed encoded, so sending needs
