@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::error::{DecodeError, StoreError};
-use crate::limits::{MAX_SENDER_KEY_STATES, MAX_SESSION_RECORD_LEN, MAX_SKIPPED_KEYS_PER_CHAIN};
+use crate::limits::{MAX_SENDER_KEY_RECORD_LEN, MAX_SENDER_KEY_STATES, MAX_SKIPPED_KEYS_PER_CHAIN};
 use crate::ratchet::{ChainKey, MessageKeySeed};
 use crate::wire::{Reader, Writer, kind};
 
@@ -269,10 +269,10 @@ impl SenderKeyRecord {
     /// Decodes a record, bounding every count and refusing duplicate chain ids,
     /// unordered skipped keys and invalid signing keys.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        if bytes.len() > MAX_SESSION_RECORD_LEN {
+        if bytes.len() > MAX_SENDER_KEY_RECORD_LEN {
             return Err(DecodeError::TooLong {
                 length: bytes.len(),
-                limit: MAX_SESSION_RECORD_LEN,
+                limit: MAX_SENDER_KEY_RECORD_LEN,
             });
         }
         let mut r = Reader::new(bytes);

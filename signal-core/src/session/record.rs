@@ -4,12 +4,18 @@
 
 use std::collections::VecDeque;
 
-use crate::error::DecodeError;
+use zeroize::Zeroizing;
+
+use crate::error::{CryptoError, DecodeError, SessionError};
 use crate::keys::DhPublicKey;
-use crate::limits::{MAX_ARCHIVED_SESSIONS, MAX_SESSION_RECORD_LEN};
-use crate::wire::{Reader, Writer, kind};
+use crate::limits::{
+    MAX_ARCHIVED_DERIVATIONS, MAX_ARCHIVED_RATCHET_TRIALS, MAX_ARCHIVED_SESSIONS,
+    MAX_DECRYPT_DERIVATIONS, MAX_SESSION_RECORD_LEN,
+};
+use crate::wire::{Reader, SignalMessage, Writer, kind};
 
 use super::SessionState;
+use super::state::SKIPPED_KEY_LEN;
 
 /// All sessions with one peer device. Secret (it holds session states).
 #[derive(Clone, Default)]
@@ -38,8 +44,95 @@ impl SessionRecord {
         self.generation
     }
 
+    /// Counts one more committed change and trims the record to
+    /// [`MAX_SESSION_RECORD_LEN`]; every commit path calls it last.
     pub(crate) fn bump_generation(&mut self) {
         self.generation = self.generation.wrapping_add(1);
+        self.trim_to_bound();
+    }
+
+    /// The session `which` names: `None` is the current one, `Some(i)` archived `i`.
+    fn session(&self, which: Option<usize>) -> Option<&SessionState> {
+        match which {
+            None => self.current.as_ref(),
+            Some(i) => self.archived.get(i),
+        }
+    }
+
+    /// The sessions to try for `message`, in order. If any session holds a receiving
+    /// chain for the message's ratchet key, only those sessions (ratchet keys are fresh
+    /// per session and step, so no other session can decrypt it). Otherwise the current
+    /// session and the [`MAX_ARCHIVED_RATCHET_TRIALS`] newest archived ones, each an
+    /// X25519 agreement.
+    fn candidates(&self, message: &SignalMessage) -> Vec<Option<usize>> {
+        let all = self
+            .current
+            .as_ref()
+            .map(|_| None)
+            .into_iter()
+            .chain((0..self.archived.len()).map(Some));
+        let known: Vec<_> = all
+            .clone()
+            .filter(|w| {
+                self.session(*w)
+                    .is_some_and(|s| s.has_chain(&message.ratchet_key))
+            })
+            .collect();
+        if !known.is_empty() {
+            return known;
+        }
+        let trials = usize::from(self.current.is_some()) + MAX_ARCHIVED_RATCHET_TRIALS;
+        all.take(trials).collect()
+    }
+
+    /// Decrypts `message` with the first candidate session that authenticates it
+    /// ([`Self::candidates`]), sharing one budget of [`MAX_DECRYPT_DERIVATIONS`]
+    /// chain-key derivations across them (an archived session may use at most
+    /// [`MAX_ARCHIVED_DERIVATIONS`] of it). That session is updated and made current. If
+    /// none decrypts, the most specific error wins (anything other than
+    /// [`SessionError::InvalidMessage`]) and the record is unchanged.
+    pub(crate) fn decrypt(
+        &mut self,
+        message: &SignalMessage,
+    ) -> Result<Zeroizing<Vec<u8>>, SessionError> {
+        let mut remaining = MAX_DECRYPT_DERIVATIONS;
+        let mut first_specific: Option<SessionError> = None;
+        for which in self.candidates(message) {
+            let Some(state) = self.session(which) else {
+                continue;
+            };
+            let cap = if which.is_some() {
+                MAX_ARCHIVED_DERIVATIONS
+            } else {
+                MAX_DECRYPT_DERIVATIONS
+            };
+            let mut allowance = remaining.min(cap);
+            let before = allowance;
+            let result = state.decrypt_within(message, &mut allowance);
+            remaining -= before - allowance;
+            match result {
+                Ok((plaintext, update)) => {
+                    match which {
+                        None => self.current.as_mut().map(|s| s.apply(update)),
+                        Some(i) => self.archived.get_mut(i).map(|s| s.apply(update)),
+                    };
+                    if let Some(i) = which {
+                        self.promote_archived(i);
+                    }
+                    return Ok(plaintext);
+                }
+                Err(SessionError::InvalidMessage) => {}
+                Err(
+                    e @ (SessionError::Store(_) | SessionError::Crypto(CryptoError::Randomness)),
+                ) => {
+                    return Err(e);
+                }
+                Err(other) => {
+                    first_specific.get_or_insert(other);
+                }
+            }
+        }
+        Err(first_specific.unwrap_or(SessionError::InvalidMessage))
     }
 
     /// Makes `state` current, archiving the previous current session.
@@ -84,6 +177,42 @@ impl SessionRecord {
             .iter()
             .position(|s| s.base_key() == base_key)
             .map(Some)
+    }
+
+    /// Length of [`Self::encode`]'s output, computed without encoding.
+    pub(crate) fn encoded_len(&self) -> usize {
+        2 + 8
+            + 1
+            + self.current.as_ref().map_or(0, SessionState::encoded_len)
+            + 4
+            + self
+                .archived
+                .iter()
+                .map(SessionState::encoded_len)
+                .sum::<usize>()
+    }
+
+    /// Trims the record to [`MAX_SESSION_RECORD_LEN`]: deletes skipped keys of archived
+    /// sessions (oldest session first), then skipped keys of the current session (oldest
+    /// chain and oldest key first), then archived sessions (oldest first).
+    fn trim_to_bound(&mut self) {
+        let mut len = self.encoded_len();
+        let excess_keys = |len: usize| {
+            len.saturating_sub(MAX_SESSION_RECORD_LEN)
+                .div_ceil(SKIPPED_KEY_LEN)
+        };
+        let sessions = self.archived.iter_mut().rev().chain(self.current.as_mut());
+        for state in sessions {
+            if len <= MAX_SESSION_RECORD_LEN {
+                return;
+            }
+            len -= state.drop_oldest_skipped(excess_keys(len)) * SKIPPED_KEY_LEN;
+        }
+        while len > MAX_SESSION_RECORD_LEN
+            && let Some(oldest) = self.archived.pop_back()
+        {
+            len -= oldest.encoded_len();
+        }
     }
 
     /// Encodes the record (`docs/protocol.md` §Stored records). The bytes are secret.

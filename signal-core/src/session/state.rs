@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::error::{CryptoError, DecodeError, SessionError};
 use crate::identity::{IDENTITY_KEY_LEN, IdentityKey};
 use crate::keys::{DhKeyPair, DhPoint, DhPublicKey, KEM_CIPHERTEXT_LEN};
-use crate::limits::{MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS_PER_CHAIN};
+use crate::limits::{MAX_DECRYPT_DERIVATIONS, MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS_PER_CHAIN};
 use crate::pqxdh::{AD_LEN, associated_data};
 use crate::prekey::{PreKeyId, Timestamp};
 use crate::ratchet::message_key::MESSAGE_KEYS_INFO;
@@ -25,6 +25,9 @@ use crate::ratchet::receiver_chain::{advance_to, skip_to};
 use crate::ratchet::{ChainKey, MessageKeySeed, ReceiverChain, RootKey};
 use crate::wire::message::MESSAGE_HEADER_LEN;
 use crate::wire::{Reader, SignalMessage, Writer};
+
+/// Length of an encoded skipped key: counter (4) + seed (32).
+pub(crate) const SKIPPED_KEY_LEN: usize = 36;
 
 /// PQXDH parameters the initiator repeats in every message until the responder answers.
 #[derive(Clone)]
@@ -240,7 +243,7 @@ impl SessionState {
                 (chain, Some((ratchet, root)))
             }
         };
-        let (seed, next) = chain.step();
+        let (seed, next) = chain.step()?;
         let ratchet_public = match &new_ratchet {
             Some((r, _)) => *r.public(),
             None => *self.our_ratchet.public(),
@@ -281,56 +284,111 @@ impl SessionState {
             .ok_or(SessionError::InvalidMessage)
     }
 
-    /// Decrypts without changing the state. On success returns the plaintext and the
+    /// Decrypts without changing the state, with the whole
+    /// [`MAX_DECRYPT_DERIVATIONS`] budget. On success returns the plaintext and the
     /// update to apply.
     pub(crate) fn decrypt(
         &self,
         message: &SignalMessage,
     ) -> Result<(Zeroizing<Vec<u8>>, StateUpdate), SessionError> {
+        let mut budget = MAX_DECRYPT_DERIVATIONS;
+        self.decrypt_within(message, &mut budget)
+    }
+
+    /// Whether this session holds a receiving chain for `ratchet_key`.
+    pub(crate) fn has_chain(&self, ratchet_key: &DhPublicKey) -> bool {
+        self.receivers.iter().any(|c| c.ratchet_key == *ratchet_key)
+    }
+
+    /// [`Self::decrypt`] making at most `budget` chain-key derivations before the tag
+    /// check; `budget` is reduced by the derivations made, whether or not the message
+    /// authenticates. Only the newest receiving chain is open: every older one was
+    /// closed at the `PN` of the message that replaced it, so a counter at or above its
+    /// next counter is refused (`InvalidMessage`) unless a skipped key is stored.
+    pub(crate) fn decrypt_within(
+        &self,
+        message: &SignalMessage,
+        budget: &mut u32,
+    ) -> Result<(Zeroizing<Vec<u8>>, StateUpdate), SessionError> {
         let counter = message.counter;
-        if let Some(idx) = self
+        let Some(idx) = self
             .receivers
             .iter()
             .position(|c| c.ratchet_key == message.ratchet_key)
-        {
-            let chain = &self.receivers[idx];
-            if counter < chain.chain.index() {
-                let pos = chain
-                    .find_skipped(counter)
-                    .ok_or(SessionError::DuplicateMessage { counter })?;
-                let plaintext = self.open(&chain.skipped[pos], message)?;
-                return Ok((plaintext, StateUpdate::UsedSkipped { chain: idx, pos }));
-            }
-            let adv = advance_to(&chain.chain, counter)?;
-            let plaintext = self.open(&adv.key, message)?;
-            return Ok((
-                plaintext,
-                StateUpdate::Advanced {
-                    chain: idx,
-                    next: adv.next,
-                    skipped: adv.skipped,
-                },
-            ));
+        else {
+            return self.decrypt_new_chain(message, budget);
+        };
+        let chain = &self.receivers[idx];
+        if counter < chain.chain.index() {
+            let pos = chain
+                .find_skipped(counter)
+                .ok_or(SessionError::DuplicateMessage { counter })?;
+            let plaintext = self.open(&chain.skipped[pos], message)?;
+            return Ok((plaintext, StateUpdate::UsedSkipped { chain: idx, pos }));
         }
+        if self.remote_ratchet != Some(chain.ratchet_key) {
+            return Err(SessionError::InvalidMessage);
+        }
+        let adv = advance_to(&chain.chain, counter, *budget)?;
+        *budget -= counter - chain.chain.index();
+        let plaintext = self.open(&adv.key, message)?;
+        Ok((
+            plaintext,
+            StateUpdate::Advanced {
+                chain: idx,
+                skipped: adv.skipped()?,
+                next: adv.next,
+            },
+        ))
+    }
 
-        // A new ratchet key: the peer took a DH ratchet step.
-        let previous = match self
+    /// A new ratchet key: the peer took a DH ratchet step. Only the new chain is walked
+    /// before the tag check; the previous chain's skip to `PN` is counted against
+    /// `budget` first but derived only once the message authenticated.
+    fn decrypt_new_chain(
+        &self,
+        message: &SignalMessage,
+        budget: &mut u32,
+    ) -> Result<(Zeroizing<Vec<u8>>, StateUpdate), SessionError> {
+        let counter = message.counter;
+        let previous_idx = self
             .remote_ratchet
-            .and_then(|r| self.receivers.iter().position(|c| c.ratchet_key == r))
-        {
-            Some(idx) if message.previous_counter > self.receivers[idx].chain.index() => {
-                let (_, next, keys) =
-                    skip_to(&self.receivers[idx].chain, message.previous_counter, false)?;
+            .and_then(|r| self.receivers.iter().position(|c| c.ratchet_key == r));
+        let previous_gap = previous_idx.map_or(0, |idx| {
+            message
+                .previous_counter
+                .saturating_sub(self.receivers[idx].chain.index())
+        });
+        if previous_gap > *budget {
+            return Err(SessionError::TooFarAhead {
+                counter,
+                jump: previous_gap,
+                limit: *budget,
+            });
+        }
+        let allowance = *budget - previous_gap;
+        let too_far = |e: SessionError| match e {
+            SessionError::TooFarAhead { jump, .. } => SessionError::TooFarAhead {
+                counter,
+                jump: jump.saturating_add(previous_gap),
+                limit: *budget,
+            },
+            other => other,
+        };
+        let dh = self.our_ratchet.agree(&message.ratchet_key)?;
+        let (root, chain_key) = self.root_key.step(&dh);
+        let adv = advance_to(&chain_key, counter, allowance).map_err(too_far)?;
+        *budget -= counter;
+        let plaintext = self.open(&adv.key, message)?;
+        let previous = match previous_idx {
+            Some(idx) if previous_gap > 0 => {
+                let (next, keys) = skip_to(&self.receivers[idx].chain, message.previous_counter)?;
                 Some((idx, next, keys))
             }
             _ => None,
         };
-        let dh = self.our_ratchet.agree(&message.ratchet_key)?;
-        let (root, chain_key) = self.root_key.step(&dh);
-        let adv = advance_to(&chain_key, counter)?;
-        let plaintext = self.open(&adv.key, message)?;
-        let mut chain = ReceiverChain::new(message.ratchet_key, adv.next);
-        chain.push_skipped(adv.skipped);
+        let mut chain = ReceiverChain::new(message.ratchet_key, adv.next.clone());
+        chain.push_skipped(adv.skipped()?);
         Ok((
             plaintext,
             StateUpdate::NewChain {
@@ -383,6 +441,35 @@ impl SessionState {
             }
         }
         self.pending_prekey = None;
+    }
+
+    /// Length of [`Self::write`]'s output, computed without encoding.
+    pub(crate) fn encoded_len(&self) -> usize {
+        const KEY: usize = 33;
+        const FIXED: usize = 2 * IDENTITY_KEY_LEN + 1 + 4 + 4 + KEY + 8 + 32 + KEY + 32;
+        let sending = 1 + self.sending_chain.as_ref().map_or(0, |_| 32 + 4);
+        let remote = 1 + self.remote_ratchet.map_or(0, |_| KEY);
+        let chains: usize = self
+            .receivers
+            .iter()
+            .map(|c| KEY + 32 + 4 + 4 + SKIPPED_KEY_LEN * c.skipped.len())
+            .sum();
+        let pending = 1 + self.pending_prekey.as_ref().map_or(0, |p| {
+            4 + 1 + p.one_time_prekey_id.map_or(0, |_| 4) + 4 + KEM_CIPHERTEXT_LEN
+        });
+        FIXED + sending + 4 + remote + 4 + chains + pending
+    }
+
+    /// Deletes up to `n` skipped keys, oldest receiving chain first and oldest key
+    /// first; returns how many were deleted.
+    pub(crate) fn drop_oldest_skipped(&mut self, n: usize) -> usize {
+        let mut dropped = 0;
+        for chain in &mut self.receivers {
+            let take = (n - dropped).min(chain.skipped.len());
+            chain.skipped.drain(..take);
+            dropped += take;
+        }
+        dropped
     }
 
     pub(crate) fn write(&self, w: &mut Writer) {
