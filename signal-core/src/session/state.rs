@@ -359,25 +359,19 @@ impl SessionState {
                 .previous_counter
                 .saturating_sub(self.receivers[idx].chain.index())
         });
-        if previous_gap > *budget {
+        // The new chain starts at 0: the message jumps `counter` keys on it. Both walks
+        // are bounded before the (costly) agreement.
+        let jump = counter.saturating_add(previous_gap);
+        if jump > *budget {
             return Err(SessionError::TooFarAhead {
                 counter,
-                jump: previous_gap,
+                jump,
                 limit: *budget,
             });
         }
-        let allowance = *budget - previous_gap;
-        let too_far = |e: SessionError| match e {
-            SessionError::TooFarAhead { jump, .. } => SessionError::TooFarAhead {
-                counter,
-                jump: jump.saturating_add(previous_gap),
-                limit: *budget,
-            },
-            other => other,
-        };
         let dh = self.our_ratchet.agree(&message.ratchet_key)?;
         let (root, chain_key) = self.root_key.step(&dh);
-        let adv = advance_to(&chain_key, counter, allowance).map_err(too_far)?;
+        let adv = advance_to(&chain_key, counter, *budget - previous_gap)?;
         *budget -= counter;
         let plaintext = self.open(&adv.key, message)?;
         let previous = match previous_idx {
