@@ -600,6 +600,12 @@ impl SessionState {
         Ok(state)
     }
 
+    /// The sending chain, for tests that play a peer moving its own chain.
+    #[cfg(test)]
+    pub(crate) fn sending_chain_mut(&mut self) -> &mut Option<ChainKey> {
+        &mut self.sending_chain
+    }
+
     /// Our identity in this session, encoded.
     pub(crate) fn local_identity_encoded(&self) -> &[u8; IDENTITY_KEY_LEN] {
         &self.local_identity
@@ -629,4 +635,100 @@ impl core::fmt::Debug for SessionState {
             .field("info", &self.info())
             .finish_non_exhaustive()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Chain counters at the top of the `u32` range (issue 14, item 3). No quick
+    //! exchange reaches counter 2^32 − 2, so the tests move both parties' chains there
+    //! (the chain key does not depend on the index, so the two stay in step).
+
+    use super::*;
+    use crate::limits::MAX_CHAIN_COUNTER;
+    use crate::ratchet::chain_key::hmac_sha256;
+    use crate::session::test_support::established;
+    use hmac::Mac;
+
+    /// Alice's current sending chain and Bob's newest receiving chain (the same chain)
+    /// moved to `index`.
+    fn move_chain_to(
+        alice: &mut crate::session::test_support::Side,
+        bob: &mut crate::session::test_support::Side,
+        index: u32,
+    ) {
+        let (a, b) = (alice.addr.clone(), bob.addr.clone());
+        alice.edit(&b, |r| {
+            let s = r.current.as_mut().unwrap();
+            let key = *s.sending_chain.as_ref().unwrap().key_bytes();
+            s.sending_chain = Some(ChainKey::new(key, index));
+        });
+        bob.edit(&a, |r| {
+            let c = r.current.as_mut().unwrap().receivers.back_mut().unwrap();
+            c.chain = ChainKey::new(*c.chain.key_bytes(), index);
+        });
+    }
+
+    /// A correctly encrypted message on `state`'s sending chain at `counter`, whatever
+    /// the chain's index says: what a peer that ignores the counter limit would send.
+    fn forge(state: &SessionState, counter: u32) -> Vec<u8> {
+        let chain = state.sending_chain.as_ref().unwrap();
+        let mut m = hmac_sha256(chain.key_bytes());
+        m.update(&[0x01]);
+        let seed = MessageKeySeed::new(m.finalize().into_bytes().into(), counter);
+        let mut buf = SignalMessage::encode_header(
+            state.our_ratchet.public(),
+            state.previous_counter,
+            counter,
+            1,
+        );
+        let aad = state.aad(&buf[..MESSAGE_HEADER_LEN]);
+        buf.push(b'!');
+        seed.expand(MESSAGE_KEYS_INFO)
+            .seal(&aad, &mut buf, MESSAGE_HEADER_LEN);
+        buf
+    }
+
+    #[test]
+    fn counters_stop_below_u32_max_and_the_record_keeps_decoding() {
+        let (mut alice, mut bob) = established();
+        let (a, b) = (alice.addr.clone(), bob.addr.clone());
+        let m0 = alice.encrypt(&b, b"m0");
+        bob.decrypt(&a, &m0).unwrap();
+        move_chain_to(&mut alice, &mut bob, MAX_CHAIN_COUNTER);
+
+        // The last counter is sent and received; the chain is then exhausted.
+        let last = alice.encrypt(&b, b"last");
+        let alice_before = alice.snapshot(&b);
+        assert!(matches!(
+            session::encrypt(&mut alice.store, &b, b"one more"),
+            Err(SessionError::ChainExhausted { index: u32::MAX })
+        ));
+        assert_eq!(alice.snapshot(&b), alice_before);
+
+        // A correctly encrypted message at u32::MAX (a peer ignoring the limit) is
+        // refused with the last message still outstanding, and nothing changes.
+        let at_max = forge(alice.record(&b).current().unwrap(), u32::MAX);
+        let bob_before = bob.snapshot(&a);
+        assert!(matches!(
+            bob.decrypt(&a, &at_max),
+            Err(SessionError::InvalidMessage)
+        ));
+        assert_eq!(bob.snapshot(&a), bob_before);
+        assert_eq!(bob.decrypt(&a, &last).unwrap(), b"last");
+        assert!(bob.decrypt(&a, &at_max).is_err());
+        let record = bob.record(&a);
+        let decoded = SessionRecord::decode(&record.encode()).unwrap();
+        assert_eq!(
+            decoded.current().unwrap().info().receiving_chains.last(),
+            Some(&(u32::MAX, 0))
+        );
+
+        // The conversation goes on after a DH ratchet step.
+        let reply = bob.encrypt(&a, b"reply");
+        assert_eq!(alice.decrypt(&b, &reply).unwrap(), b"reply");
+        let next = alice.encrypt(&b, b"new chain");
+        assert_eq!(bob.decrypt(&a, &next).unwrap(), b"new chain");
+    }
+
+    use crate::session::{self, SessionRecord};
 }
