@@ -130,3 +130,44 @@ fn walk(chain: &ChainKey, end: u32) -> Result<(ChainKey, Vec<ChainKey>), Session
     }
     Ok((current, kept))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_u32_max_is_refused_before_any_derivation() {
+        let chain = ChainKey::new([3; 32], MAX_CHAIN_COUNTER);
+        assert!(matches!(
+            advance_to(&chain, u32::MAX, u32::MAX),
+            Err(SessionError::InvalidMessage)
+        ));
+        let adv = advance_to(&chain, MAX_CHAIN_COUNTER, 0).unwrap();
+        assert_eq!(adv.next.index(), u32::MAX);
+        assert!(advance_to(&adv.next, u32::MAX, u32::MAX).is_err());
+    }
+
+    #[test]
+    fn a_jump_over_the_limit_is_refused_and_skipped_keys_match_stepping() {
+        let chain = ChainKey::new([4; 32], 10);
+        assert!(matches!(
+            advance_to(&chain, 16, 5),
+            Err(SessionError::TooFarAhead {
+                counter: 16,
+                jump: 6,
+                limit: 5
+            })
+        ));
+        let adv = advance_to(&chain, 15, 5).unwrap();
+        let mut stepped = chain.clone();
+        for (i, skipped) in adv.skipped().unwrap().iter().enumerate() {
+            let (seed, next) = stepped.step().unwrap();
+            assert_eq!(skipped.counter(), 10 + i as u32);
+            assert_eq!(skipped.seed_bytes(), seed.seed_bytes());
+            stepped = next;
+        }
+        let (seed, next) = stepped.step().unwrap();
+        assert_eq!(adv.key.seed_bytes(), seed.seed_bytes());
+        assert_eq!(adv.next.key_bytes(), next.key_bytes());
+    }
+}
