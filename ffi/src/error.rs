@@ -118,6 +118,7 @@ fn session_code(e: &SessionError) -> SignalErrorCode {
         SessionError::SelfSession => SIGNAL_ERR_PROTOCOL,
         SessionError::DuplicateMessage { .. } => SIGNAL_ERR_DUPLICATE_MESSAGE,
         SessionError::TooFarAhead { .. } => SIGNAL_ERR_TOO_FAR_AHEAD,
+        SessionError::ChainExhausted { .. } => SIGNAL_ERR_PROTOCOL,
         SessionError::UnknownSignedPreKey { .. }
         | SessionError::UnknownPreKey { .. }
         | SessionError::UnknownKemPreKey { .. }

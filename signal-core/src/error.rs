@@ -208,15 +208,27 @@ pub enum SessionError {
         /// The counter in the message header.
         counter: u32,
     },
-    /// The message's counter is further ahead of the chain than the forward-jump limit.
-    #[error("counter {counter} is {jump} ahead of the chain, over the limit {limit}")]
+    /// Decrypting the message would take more chain-key derivations than the decrypt
+    /// call has left for the session (`PN` skip and forward jump together).
+    #[error("counter {counter} needs {jump} derivations, over the limit {limit}")]
     TooFarAhead {
         /// The counter in the message header.
         counter: u32,
-        /// How far ahead of the chain's next counter it is.
+        /// Derivations needed: how far ahead of the previous chain `PN` is plus how far
+        /// ahead of the message's chain the counter is.
         jump: u32,
-        /// [`crate::limits::MAX_FORWARD_JUMP`].
+        /// Derivations left for this session ([`crate::limits::MAX_DECRYPT_DERIVATIONS`]
+        /// or [`crate::limits::MAX_ARCHIVED_DERIVATIONS`], less what earlier sessions
+        /// of the record used).
         limit: u32,
+    },
+    /// The sending chain has used its last counter
+    /// ([`crate::limits::MAX_CHAIN_COUNTER`]); the next message needs a DH ratchet step
+    /// (a reply from the peer) or a new session.
+    #[error("chain exhausted at index {index}")]
+    ChainExhausted {
+        /// The chain's next counter.
+        index: u32,
     },
     /// A pre-key message names a signed prekey we do not have.
     #[error("unknown signed prekey {id}")]
@@ -318,7 +330,8 @@ pub enum GroupError {
     /// record holds our sending chain; it is refused so our chain cannot be displaced.
     #[error("distribution message for our own sending chain")]
     OwnChain,
-    /// The sending chain has used every iteration; rotate to a new chain.
+    /// The chain has used every iteration: sending on it (rotate to a new chain), or a
+    /// distribution message at iteration `u32::MAX`, which nothing could be read from.
     #[error("sender-key chain {chain_id} is exhausted")]
     ChainExhausted {
         /// The chain id.

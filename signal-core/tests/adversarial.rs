@@ -4,7 +4,9 @@
 mod common;
 
 use common::{Party, established, pair};
-use signal_core::limits::{MAX_FORWARD_JUMP, MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS_PER_CHAIN};
+use signal_core::limits::{
+    MAX_DECRYPT_DERIVATIONS, MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS_PER_CHAIN,
+};
 use signal_core::prekey::PreKeyBundle;
 use signal_core::store::{KemPreKeyStore, PreKeyStore};
 use signal_core::{BundleError, SessionError, session};
@@ -143,11 +145,13 @@ fn message_from_another_session_is_rejected() {
 fn skipped_key_limit_evicts_the_oldest() {
     let (mut alice, mut bob) = established();
     let (a, b) = (alice.addr.clone(), bob.addr.clone());
-    let n = MAX_SKIPPED_KEYS_PER_CHAIN + 2;
+    let n = MAX_SKIPPED_KEYS_PER_CHAIN + 3;
     let msgs: Vec<_> = (0..n)
         .map(|i| alice.encrypt(&b, &(i as u32).to_be_bytes()))
         .collect();
-    // Receiving the last one skips n-1 = MAX+1 keys: the oldest is evicted.
+    // Receiving message MAX skips MAX keys (the largest jump one decrypt may make);
+    // receiving the last one skips one more: the oldest is evicted.
+    bob.decrypt(&a, &msgs[MAX_SKIPPED_KEYS_PER_CHAIN]).unwrap();
     bob.decrypt(&a, &msgs[n - 1]).unwrap();
     let rec = signal_core::store::SessionStore::load_session(&bob.store, &a)
         .unwrap()
@@ -159,7 +163,9 @@ fn skipped_key_limit_evicts_the_oldest() {
         Err(SessionError::DuplicateMessage { counter: 0 })
     ));
     for (i, m) in msgs.iter().enumerate().take(n - 1).skip(1) {
-        assert_eq!(bob.decrypt(&a, m).unwrap(), (i as u32).to_be_bytes());
+        if i != MAX_SKIPPED_KEYS_PER_CHAIN {
+            assert_eq!(bob.decrypt(&a, m).unwrap(), (i as u32).to_be_bytes());
+        }
     }
 }
 
@@ -172,16 +178,16 @@ fn forward_jump_beyond_the_limit_is_refused_before_deriving_keys() {
     let next = 0u32; // Alice's fresh sending chain starts at 0.
     let mut forged = wire.clone();
     forged[COUNTER_OFFSET..COUNTER_OFFSET + 4]
-        .copy_from_slice(&(next + MAX_FORWARD_JUMP + 1).to_be_bytes());
+        .copy_from_slice(&(next + MAX_DECRYPT_DERIVATIONS + 1).to_be_bytes());
     assert!(matches!(
         bob.decrypt(&a, &forged),
-        Err(SessionError::TooFarAhead { jump, limit, .. }) if jump == MAX_FORWARD_JUMP + 1 && limit == MAX_FORWARD_JUMP
+        Err(SessionError::TooFarAhead { jump, limit, .. }) if jump == MAX_DECRYPT_DERIVATIONS + 1 && limit == MAX_DECRYPT_DERIVATIONS
     ));
     assert_eq!(bob.snapshot(&a), before);
     // Exactly at the limit the keys are derived, and the forgery fails authentication.
     let mut at_limit = wire.clone();
     at_limit[COUNTER_OFFSET..COUNTER_OFFSET + 4]
-        .copy_from_slice(&(next + MAX_FORWARD_JUMP).to_be_bytes());
+        .copy_from_slice(&(next + MAX_DECRYPT_DERIVATIONS).to_be_bytes());
     assert!(matches!(
         bob.decrypt(&a, &at_limit),
         Err(SessionError::InvalidMessage)

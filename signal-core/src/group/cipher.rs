@@ -15,10 +15,10 @@ use zeroize::Zeroizing;
 use crate::address::Address;
 use crate::error::{CryptoError, GroupError, SessionError, StoreError};
 use crate::identity::SIGNATURE_LEN;
-use crate::limits::MAX_PLAINTEXT_LEN;
+use crate::limits::{MAX_CHAIN_COUNTER, MAX_FORWARD_JUMP, MAX_PLAINTEXT_LEN};
 use crate::random;
-use crate::ratchet::ChainKey;
 use crate::ratchet::receiver_chain::advance_to;
+use crate::ratchet::{ChainKey, MessageKeySeed};
 use crate::store::SenderKeyStore;
 use crate::wire::{Writer, kind};
 
@@ -60,14 +60,16 @@ fn fresh_chain(previous: Option<&SenderKeyRecord>) -> Result<SenderChainState, C
 
 /// The distribution message for this device's sending chain in `group`, at the
 /// chain's current iteration (a receiver cannot read earlier messages). Creates the
-/// chain if there is none.
+/// chain if there is none, and rotates an exhausted one.
 pub fn create_distribution<S: SenderKeyStore + ?Sized>(
     store: &mut S,
     group: &GroupId,
     own: &Address,
 ) -> Result<SenderKeyDistributionMessage, GroupError> {
     if let Some(record) = store.load_sender_key(group, own)?
-        && let Some(state) = record.newest().filter(|s| s.signing_secret.is_some())
+        && let Some(state) = record
+            .newest()
+            .filter(|s| s.signing_secret.is_some() && s.chain.index() <= MAX_CHAIN_COUNTER)
     {
         return Ok(distribution_of(group, state));
     }
@@ -97,7 +99,9 @@ pub fn rotate<S: SenderKeyStore + ?Sized>(
 ///
 /// A chain id we already hold with the same signing key is left as it is (a repeated
 /// distribution never moves a chain backwards); with a different signing key it is
-/// refused with [`GroupError::ChainConflict`]. A new chain becomes the newest state;
+/// refused with [`GroupError::ChainConflict`]. A chain at iteration `u32::MAX` (already
+/// exhausted: nothing on it could be read) is refused with
+/// [`GroupError::ChainExhausted`]. A new chain becomes the newest state;
 /// older chains stay (up to [`crate::limits::MAX_SENDER_KEY_STATES`]) so messages sent
 /// on them still decrypt.
 pub fn process_distribution<S: SenderKeyStore + ?Sized>(
@@ -105,6 +109,11 @@ pub fn process_distribution<S: SenderKeyStore + ?Sized>(
     sender: &Address,
     message: &SenderKeyDistributionMessage,
 ) -> Result<(), GroupError> {
+    if message.iteration > MAX_CHAIN_COUNTER {
+        return Err(GroupError::ChainExhausted {
+            chain_id: message.chain_id,
+        });
+    }
     let mut record = store
         .load_sender_key(&message.group, sender)?
         .map(Cow::into_owned)
@@ -157,12 +166,9 @@ pub fn encrypt<S: SenderKeyStore + ?Sized>(
         let state = record.newest().ok_or_else(no_key)?;
         let signing = state.signing_secret.as_ref().ok_or_else(no_key)?;
         let iteration = state.chain.index();
-        if iteration == u32::MAX {
-            return Err(GroupError::ChainExhausted {
-                chain_id: state.chain_id,
-            });
-        }
-        let (seed, next) = state.chain.step();
+        let (seed, next) = state.chain.step().map_err(|_| GroupError::ChainExhausted {
+            chain_id: state.chain_id,
+        })?;
         let mut w = Writer::new(
             kind::SENDER_KEY_MESSAGE,
             HEADER_LEN + plaintext.len() + 16 + SIGNATURE_LEN,
@@ -260,43 +266,49 @@ pub fn decrypt<S: SenderKeyStore + ?Sized>(
         .map_err(|_| GroupError::BadSignature)?;
 
     let iteration = message.iteration;
-    let (seed, update) = if iteration < state.chain.index() {
+    let (plaintext, update) = if iteration < state.chain.index() {
         let pos = state
             .find_skipped(iteration)
             .ok_or(GroupError::DuplicateMessage { iteration })?;
         (
-            state.skipped[pos].clone(),
+            open(&state.skipped[pos], &message)?,
             SenderKeyUpdate::used_skipped(state.chain_id, iteration),
         )
     } else {
-        let advance = advance_to(&state.chain, iteration).map_err(|e| match e {
-            SessionError::TooFarAhead { jump, limit, .. } => GroupError::TooFarAhead {
-                iteration,
-                jump,
-                limit,
-            },
-            _ => GroupError::InvalidMessage,
-        })?;
+        let advance =
+            advance_to(&state.chain, iteration, MAX_FORWARD_JUMP).map_err(|e| match e {
+                SessionError::TooFarAhead { jump, limit, .. } => GroupError::TooFarAhead {
+                    iteration,
+                    jump,
+                    limit,
+                },
+                _ => GroupError::InvalidMessage,
+            })?;
+        let plaintext = open(&advance.key, &message)?;
+        // Message keys of the skipped iterations are derived only after the AEAD passed.
+        let skipped = advance.skipped().map_err(|_| GroupError::InvalidMessage)?;
+        let from = state.chain.index();
         (
-            advance.key,
-            SenderKeyUpdate::advanced(
-                state.chain_id,
-                state.chain.index(),
-                advance.next,
-                advance.skipped,
-            ),
+            plaintext,
+            SenderKeyUpdate::advanced(state.chain_id, from, advance.next, skipped),
         )
     };
-    let plaintext = seed
-        .expand(SENDER_KEY_INFO)
-        .open(message.header, message.ciphertext)
-        .ok_or(GroupError::InvalidMessage)?;
     Ok(GroupDecrypted {
         plaintext,
         group: *group,
         sender: sender.clone(),
         update,
     })
+}
+
+/// Opens the AEAD of a signature-checked group message.
+fn open(
+    seed: &MessageKeySeed,
+    message: &SenderKeyMessage<'_>,
+) -> Result<Zeroizing<Vec<u8>>, GroupError> {
+    seed.expand(SENDER_KEY_INFO)
+        .open(message.header, message.ciphertext)
+        .ok_or(GroupError::InvalidMessage)
 }
 
 /// Applies a decryption's update. Fails with [`StoreError::Conflict`] (changing
@@ -417,7 +429,7 @@ mod tests {
             .unwrap()
             .into_owned();
         let state = record.newest().unwrap();
-        let (_, next) = state.chain.step();
+        let (_, next) = state.chain.step().unwrap();
         let update = SenderKeyUpdate::advanced(state.chain_id, 4, next, Vec::new());
         assert!(matches!(
             store.update_sender_key(&group, &own, &update),

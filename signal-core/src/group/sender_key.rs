@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::error::{DecodeError, StoreError};
-use crate::limits::{MAX_SENDER_KEY_STATES, MAX_SESSION_RECORD_LEN, MAX_SKIPPED_KEYS_PER_CHAIN};
+use crate::limits::{MAX_SENDER_KEY_RECORD_LEN, MAX_SENDER_KEY_STATES, MAX_SKIPPED_KEYS_PER_CHAIN};
 use crate::ratchet::{ChainKey, MessageKeySeed};
 use crate::wire::{Reader, Writer, kind};
 
@@ -261,10 +261,10 @@ impl SenderKeyRecord {
     /// Decodes a record, bounding every count and refusing duplicate chain ids,
     /// unordered skipped keys and invalid signing keys.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        if bytes.len() > MAX_SESSION_RECORD_LEN {
+        if bytes.len() > MAX_SENDER_KEY_RECORD_LEN {
             return Err(DecodeError::TooLong {
                 length: bytes.len(),
-                limit: MAX_SESSION_RECORD_LEN,
+                limit: MAX_SENDER_KEY_RECORD_LEN,
             });
         }
         let mut r = Reader::new(bytes);
@@ -298,5 +298,40 @@ impl core::fmt::Debug for SenderKeyRecord {
             ));
         }
         list.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_record_decodes_and_one_byte_more_is_refused() {
+        let mut record = SenderKeyRecord::default();
+        for chain_id in 0..MAX_SENDER_KEY_STATES as u32 {
+            let signing = SigningKey::from_bytes(&[chain_id as u8 + 1; 32]);
+            let index = MAX_SKIPPED_KEYS_PER_CHAIN as u32;
+            record.push_newest(SenderChainState {
+                chain_id,
+                chain: ChainKey::new([7; 32], index),
+                signing_public: signing.verifying_key(),
+                signing_secret: Some(signing),
+                skipped: (0..index)
+                    .map(|i| MessageKeySeed::new([8; 32], i))
+                    .collect(),
+            });
+        }
+        let bytes = record.encode();
+        assert_eq!(bytes.len(), MAX_SENDER_KEY_RECORD_LEN);
+        SenderKeyRecord::decode(&bytes).unwrap();
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert!(matches!(
+            SenderKeyRecord::decode(&longer),
+            Err(DecodeError::TooLong {
+                limit: MAX_SENDER_KEY_RECORD_LEN,
+                ..
+            })
+        ));
     }
 }

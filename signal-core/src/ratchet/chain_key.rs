@@ -5,11 +5,14 @@ use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::MessageKeySeed;
+use crate::error::SessionError;
+use crate::limits::MAX_CHAIN_COUNTER;
 
 const MESSAGE_KEY_SEED: u8 = 0x01;
 const CHAIN_KEY_SEED: u8 = 0x02;
 
-/// A chain key and its index (the counter of the next message on this chain). Secret.
+/// A chain key and its index (the counter of the next message on this chain, at most
+/// `u32::MAX`, which marks an exhausted chain). Secret.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub(crate) struct ChainKey {
     key: [u8; 32],
@@ -30,9 +33,21 @@ impl ChainKey {
         self.index
     }
 
+    /// The index after this one. A chain whose next counter is `u32::MAX` is exhausted
+    /// (its last message used [`MAX_CHAIN_COUNTER`]): stepping it is refused rather than
+    /// wrapping to 0.
+    fn next_index(&self) -> Result<u32, SessionError> {
+        self.index
+            .checked_add(1)
+            .filter(|_| self.index <= MAX_CHAIN_COUNTER)
+            .ok_or(SessionError::ChainExhausted { index: self.index })
+    }
+
     /// The message key seed for `self.index` and the chain key after it, computed from
-    /// one keyed HMAC state.
-    pub(crate) fn step(&self) -> (MessageKeySeed, ChainKey) {
+    /// one keyed HMAC state. Fails with [`SessionError::ChainExhausted`] on an exhausted
+    /// chain.
+    pub(crate) fn step(&self) -> Result<(MessageKeySeed, ChainKey), SessionError> {
+        let index = self.next_index()?;
         let keyed = hmac_sha256(&self.key);
         let mut m = keyed.clone();
         m.update(&[MESSAGE_KEY_SEED]);
@@ -40,13 +55,33 @@ impl ChainKey {
         let mut c = keyed;
         c.update(&[CHAIN_KEY_SEED]);
         let next: [u8; 32] = c.finalize().into_bytes().into();
-        (
+        Ok((
             MessageKeySeed::new(seed, self.index),
-            ChainKey {
-                key: next,
-                index: self.index.wrapping_add(1),
-            },
-        )
+            ChainKey { key: next, index },
+        ))
+    }
+
+    /// The chain key after this one, without the message key (a skip costs one HMAC).
+    pub(crate) fn next(&self) -> Result<ChainKey, SessionError> {
+        let index = self.next_index()?;
+        let mut c = hmac_sha256(&self.key);
+        c.update(&[CHAIN_KEY_SEED]);
+        Ok(ChainKey {
+            key: c.finalize().into_bytes().into(),
+            index,
+        })
+    }
+
+    /// The message key seed for `self.index` alone (for a skipped counter whose message
+    /// key is only needed once the message that skipped it authenticated).
+    pub(crate) fn message_seed(&self) -> Result<MessageKeySeed, SessionError> {
+        self.next_index()?;
+        let mut m = hmac_sha256(&self.key);
+        m.update(&[MESSAGE_KEY_SEED]);
+        Ok(MessageKeySeed::new(
+            m.finalize().into_bytes().into(),
+            self.index,
+        ))
     }
 }
 
@@ -61,5 +96,30 @@ pub(crate) fn hmac_sha256(key: &[u8; 32]) -> Hmac<Sha256> {
 impl core::fmt::Debug for ChainKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "ChainKey {{ index: {}, .. }}", self.index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stepping_stops_at_the_last_counter_instead_of_wrapping() {
+        let last = ChainKey::new([9; 32], MAX_CHAIN_COUNTER);
+        let (seed, exhausted) = last.step().unwrap();
+        assert_eq!(seed.counter(), MAX_CHAIN_COUNTER);
+        assert_eq!(exhausted.index(), u32::MAX);
+        assert_eq!(last.next().unwrap().key_bytes(), exhausted.key_bytes());
+        assert_eq!(last.message_seed().unwrap().seed_bytes(), seed.seed_bytes());
+        for result in [
+            exhausted.step().map(|_| ()),
+            exhausted.next().map(|_| ()),
+            exhausted.message_seed().map(|_| ()),
+        ] {
+            assert!(matches!(
+                result,
+                Err(SessionError::ChainExhausted { index: u32::MAX })
+            ));
+        }
     }
 }

@@ -196,42 +196,14 @@ pub fn decrypt_and_commit<S: ProtocolStore + ?Sized>(
     Ok(plaintext)
 }
 
-/// Tries the current session, then archived ones (newest first); the first that
-/// decrypts is updated and made current. If none does, the most specific error wins
-/// (anything other than [`SessionError::InvalidMessage`]).
+/// Decrypts with the record's sessions ([`SessionRecord::decrypt`]); the session that
+/// decrypts is updated and made current.
 fn decrypt_with_record(
     mut record: SessionRecord,
     message: &SignalMessage,
 ) -> Result<(Zeroizing<Vec<u8>>, SessionRecord), SessionError> {
-    let mut first_specific: Option<SessionError> = None;
-    let mut note = |e: SessionError| match e {
-        SessionError::InvalidMessage => Ok(()),
-        SessionError::Store(_) | SessionError::Crypto(CryptoError::Randomness) => Err(e),
-        other => {
-            first_specific.get_or_insert(other);
-            Ok(())
-        }
-    };
-    if let Some(state) = record.current.as_mut() {
-        match state.decrypt(message) {
-            Ok((plaintext, update)) => {
-                state.apply(update);
-                return Ok((plaintext, record));
-            }
-            Err(e) => note(e)?,
-        }
-    }
-    for i in 0..record.archived.len() {
-        match record.archived[i].decrypt(message) {
-            Ok((plaintext, update)) => {
-                record.archived[i].apply(update);
-                record.promote_archived(i);
-                return Ok((plaintext, record));
-            }
-            Err(e) => note(e)?,
-        }
-    }
-    Err(first_specific.unwrap_or(SessionError::InvalidMessage))
+    let plaintext = record.decrypt(message)?;
+    Ok((plaintext, record))
 }
 
 fn decrypt_message<S: ProtocolStore + ?Sized>(

@@ -8,3 +8,6 @@ mod state;
 pub use cipher::{Decrypted, decrypt, decrypt_and_commit, encrypt, initiate};
 pub use record::SessionRecord;
 pub use state::{SessionInfo, SessionState};
+
+#[cfg(test)]
+pub(crate) mod test_support;

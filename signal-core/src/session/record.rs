@@ -4,12 +4,18 @@
 
 use std::collections::VecDeque;
 
-use crate::error::DecodeError;
+use zeroize::Zeroizing;
+
+use crate::error::{CryptoError, DecodeError, SessionError};
 use crate::keys::DhPublicKey;
-use crate::limits::{MAX_ARCHIVED_SESSIONS, MAX_SESSION_RECORD_LEN};
-use crate::wire::{Reader, Writer, kind};
+use crate::limits::{
+    MAX_ARCHIVED_DERIVATIONS, MAX_ARCHIVED_RATCHET_TRIALS, MAX_ARCHIVED_SESSIONS,
+    MAX_DECRYPT_DERIVATIONS, MAX_SESSION_RECORD_LEN,
+};
+use crate::wire::{Reader, SignalMessage, Writer, kind};
 
 use super::SessionState;
+use super::state::SKIPPED_KEY_LEN;
 
 /// All sessions with one peer device. Secret (it holds session states).
 #[derive(Clone, Default)]
@@ -38,8 +44,95 @@ impl SessionRecord {
         self.generation
     }
 
+    /// Counts one more committed change and trims the record to
+    /// [`MAX_SESSION_RECORD_LEN`]; every commit path calls it last.
     pub(crate) fn bump_generation(&mut self) {
         self.generation = self.generation.wrapping_add(1);
+        self.trim_to_bound();
+    }
+
+    /// The session `which` names: `None` is the current one, `Some(i)` archived `i`.
+    fn session(&self, which: Option<usize>) -> Option<&SessionState> {
+        match which {
+            None => self.current.as_ref(),
+            Some(i) => self.archived.get(i),
+        }
+    }
+
+    /// The sessions to try for `message`, in order. If any session holds a receiving
+    /// chain for the message's ratchet key, only those sessions (ratchet keys are fresh
+    /// per session and step, so no other session can decrypt it). Otherwise the current
+    /// session and the [`MAX_ARCHIVED_RATCHET_TRIALS`] newest archived ones, each an
+    /// X25519 agreement.
+    fn candidates(&self, message: &SignalMessage) -> Vec<Option<usize>> {
+        let all = self
+            .current
+            .as_ref()
+            .map(|_| None)
+            .into_iter()
+            .chain((0..self.archived.len()).map(Some));
+        let known: Vec<_> = all
+            .clone()
+            .filter(|w| {
+                self.session(*w)
+                    .is_some_and(|s| s.has_chain(&message.ratchet_key))
+            })
+            .collect();
+        if !known.is_empty() {
+            return known;
+        }
+        let trials = usize::from(self.current.is_some()) + MAX_ARCHIVED_RATCHET_TRIALS;
+        all.take(trials).collect()
+    }
+
+    /// Decrypts `message` with the first candidate session that authenticates it
+    /// ([`Self::candidates`]), sharing one budget of [`MAX_DECRYPT_DERIVATIONS`]
+    /// chain-key derivations across them (an archived session may use at most
+    /// [`MAX_ARCHIVED_DERIVATIONS`] of it). That session is updated and made current. If
+    /// none decrypts, the most specific error wins (anything other than
+    /// [`SessionError::InvalidMessage`]) and the record is unchanged.
+    pub(crate) fn decrypt(
+        &mut self,
+        message: &SignalMessage,
+    ) -> Result<Zeroizing<Vec<u8>>, SessionError> {
+        let mut remaining = MAX_DECRYPT_DERIVATIONS;
+        let mut first_specific: Option<SessionError> = None;
+        for which in self.candidates(message) {
+            let Some(state) = self.session(which) else {
+                continue;
+            };
+            let cap = if which.is_some() {
+                MAX_ARCHIVED_DERIVATIONS
+            } else {
+                MAX_DECRYPT_DERIVATIONS
+            };
+            let mut allowance = remaining.min(cap);
+            let before = allowance;
+            let result = state.decrypt_within(message, None, &mut allowance);
+            remaining -= before - allowance;
+            match result {
+                Ok((plaintext, update)) => {
+                    match which {
+                        None => self.current.as_mut().map(|s| s.apply(update)),
+                        Some(i) => self.archived.get_mut(i).map(|s| s.apply(update)),
+                    };
+                    if let Some(i) = which {
+                        self.promote_archived(i);
+                    }
+                    return Ok(plaintext);
+                }
+                Err(SessionError::InvalidMessage) => {}
+                Err(
+                    e @ (SessionError::Store(_) | SessionError::Crypto(CryptoError::Randomness)),
+                ) => {
+                    return Err(e);
+                }
+                Err(other) => {
+                    first_specific.get_or_insert(other);
+                }
+            }
+        }
+        Err(first_specific.unwrap_or(SessionError::InvalidMessage))
     }
 
     /// Makes `state` current, archiving the previous current session.
@@ -84,6 +177,42 @@ impl SessionRecord {
             .iter()
             .position(|s| s.base_key() == base_key)
             .map(Some)
+    }
+
+    /// Length of [`Self::encode`]'s output, computed without encoding.
+    pub(crate) fn encoded_len(&self) -> usize {
+        2 + 8
+            + 1
+            + self.current.as_ref().map_or(0, SessionState::encoded_len)
+            + 4
+            + self
+                .archived
+                .iter()
+                .map(SessionState::encoded_len)
+                .sum::<usize>()
+    }
+
+    /// Trims the record to [`MAX_SESSION_RECORD_LEN`]: deletes skipped keys of archived
+    /// sessions (oldest session first), then skipped keys of the current session (oldest
+    /// chain and oldest key first), then archived sessions (oldest first).
+    fn trim_to_bound(&mut self) {
+        let mut len = self.encoded_len();
+        let excess_keys = |len: usize| {
+            len.saturating_sub(MAX_SESSION_RECORD_LEN)
+                .div_ceil(SKIPPED_KEY_LEN)
+        };
+        let sessions = self.archived.iter_mut().rev().chain(self.current.as_mut());
+        for state in sessions {
+            if len <= MAX_SESSION_RECORD_LEN {
+                return;
+            }
+            len -= state.drop_oldest_skipped(excess_keys(len)) * SKIPPED_KEY_LEN;
+        }
+        while len > MAX_SESSION_RECORD_LEN
+            && let Some(oldest) = self.archived.pop_back()
+        {
+            len -= oldest.encoded_len();
+        }
     }
 
     /// Encodes the record (`docs/protocol.md` §Stored records). The bytes are secret.
@@ -216,5 +345,105 @@ mod fixture_tests {
         let bundle = crate::prekey::PreKeyBundle::decode(&bytes).unwrap();
         assert_eq!(bundle.encode(), bytes);
         bundle.verify().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    //! The whole-record bound (issue 14, item 9): a peer maximising skipped keys across
+    //! receiving chains and sessions cannot grow the record past
+    //! `MAX_SESSION_RECORD_LEN`.
+
+    use super::*;
+    use crate::limits::{MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS_PER_CHAIN};
+    use crate::session;
+    use crate::session::test_support::{Side, established};
+
+    /// The adversary moves its own sending chain `n` keys ahead (as if it had sent `n`
+    /// messages that never arrived).
+    fn skip_ahead(alice: &mut Side, b: &crate::Address, n: u32) {
+        alice.edit(b, |r| {
+            let s = r.current.as_mut().unwrap();
+            let mut chain = s.sending_chain_mut().take().unwrap();
+            for _ in 0..n {
+                chain = chain.next().unwrap();
+            }
+            *s.sending_chain_mut() = Some(chain);
+        });
+    }
+
+    /// Bob's record fits the bound and `encoded_len` is exact; returns its length.
+    fn checked_len(bob: &Side, a: &crate::Address) -> usize {
+        let record = bob.record(a);
+        let bytes = record.encode();
+        assert!(
+            bytes.len() <= MAX_SESSION_RECORD_LEN,
+            "{} bytes",
+            bytes.len()
+        );
+        assert_eq!(record.encoded_len(), bytes.len());
+        SessionRecord::decode(&bytes).unwrap();
+        bytes.len()
+    }
+
+    #[test]
+    fn a_peer_maximising_skipped_keys_cannot_exceed_the_record_bound() {
+        let (mut alice, mut bob) = established();
+        let (a, b) = (alice.addr.clone(), bob.addr.clone());
+        let mut held = Vec::new();
+        let mut largest = 0;
+        for round in 0..3 {
+            if round > 0 {
+                session::initiate(&mut alice.store, &b, &bob.bundle()).unwrap();
+            }
+            for _ in 0..MAX_RECEIVER_CHAINS {
+                // A new chain (a ratchet step), one message held back, then a message
+                // skipping MAX_SKIPPED_KEYS_PER_CHAIN keys.
+                let first = alice.encrypt(&b, b"first");
+                bob.decrypt(&a, &first).unwrap();
+                held.push(alice.encrypt(&b, b"held"));
+                skip_ahead(&mut alice, &b, MAX_SKIPPED_KEYS_PER_CHAIN as u32 - 1);
+                let far = alice.encrypt(&b, b"far");
+                bob.decrypt(&a, &far).unwrap();
+                largest = largest.max(checked_len(&bob, &a));
+                let reply = bob.encrypt(&a, b"reply");
+                alice.decrypt(&b, &reply).unwrap();
+            }
+        }
+        // Untrimmed, Bob would hold 3 × 5 × 2,000 skipped keys (over 1 MB).
+        assert!(largest > MAX_SESSION_RECORD_LEN - 1024, "{largest}");
+        // The newest skipped keys survived; the oldest were evicted.
+        assert_eq!(bob.decrypt(&a, held.last().unwrap()).unwrap(), b"held");
+        assert!(matches!(
+            bob.decrypt(&a, &held[0]),
+            Err(crate::SessionError::DuplicateMessage { counter: 1 })
+        ));
+        // More sessions fill the archive; the bound holds and honest messages decrypt.
+        for _ in 0..MAX_ARCHIVED_SESSIONS {
+            session::initiate(&mut alice.store, &b, &bob.bundle()).unwrap();
+            let m = alice.encrypt(&b, b"new session");
+            assert_eq!(bob.decrypt(&a, &m).unwrap(), b"new session");
+            checked_len(&bob, &a);
+        }
+        assert_eq!(bob.record(&a).archived().count(), MAX_ARCHIVED_SESSIONS);
+        let reply = bob.encrypt(&a, b"still talking");
+        assert_eq!(alice.decrypt(&b, &reply).unwrap(), b"still talking");
+        let m = alice.encrypt(&b, b"and back");
+        assert_eq!(bob.decrypt(&a, &m).unwrap(), b"and back");
+    }
+
+    #[test]
+    fn the_decoder_refuses_records_over_the_bound() {
+        let too_long = vec![0u8; MAX_SESSION_RECORD_LEN + 1];
+        assert!(matches!(
+            SessionRecord::decode(&too_long),
+            Err(DecodeError::TooLong { length, limit })
+                if length == MAX_SESSION_RECORD_LEN + 1 && limit == MAX_SESSION_RECORD_LEN
+        ));
+        // At the bound the length check passes (this filler then fails on its header).
+        assert!(!matches!(
+            SessionRecord::decode(&too_long[..MAX_SESSION_RECORD_LEN]),
+            Err(DecodeError::TooLong { .. })
+        ));
     }
 }

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::error::{CryptoError, DecodeError, SessionError};
 use crate::identity::{IDENTITY_KEY_LEN, IdentityKey};
 use crate::keys::{DhKeyPair, DhPoint, DhPublicKey, KEM_CIPHERTEXT_LEN};
-use crate::limits::{MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS_PER_CHAIN};
+use crate::limits::{MAX_DECRYPT_DERIVATIONS, MAX_RECEIVER_CHAINS, MAX_SKIPPED_KEYS_PER_CHAIN};
 use crate::pqxdh::{AD_LEN, PreKeyTranscript, associated_data, prekey_transcript};
 use crate::prekey::{PreKeyId, Timestamp};
 use crate::ratchet::message_key::MESSAGE_KEYS_INFO;
@@ -25,6 +25,9 @@ use crate::ratchet::receiver_chain::{advance_to, skip_to};
 use crate::ratchet::{ChainKey, MessageKeySeed, ReceiverChain, RootKey};
 use crate::wire::message::{MESSAGE_HEADER_LEN, PreKeyFields};
 use crate::wire::{Reader, SignalMessage, Writer};
+
+/// Length of an encoded skipped key: counter (4) + seed (32).
+pub(crate) const SKIPPED_KEY_LEN: usize = 36;
 
 /// PQXDH parameters the initiator repeats in every message until the responder answers.
 #[derive(Clone)]
@@ -263,7 +266,7 @@ impl SessionState {
                 (chain, Some((ratchet, root)))
             }
         };
-        let (seed, next) = chain.step();
+        let (seed, next) = chain.step()?;
         let ratchet_public = match &new_ratchet {
             Some((r, _)) => *r.public(),
             None => *self.our_ratchet.public(),
@@ -312,12 +315,15 @@ impl SessionState {
     }
 
     /// Decrypts a message received on its own (not inside a pre-key message) without
-    /// changing the state. On success returns the plaintext and the update to apply.
+    /// changing the state, with the whole [`MAX_DECRYPT_DERIVATIONS`] budget. On
+    /// success returns the plaintext and the update to apply.
+    #[cfg(test)]
     pub(crate) fn decrypt(
         &self,
         message: &SignalMessage,
     ) -> Result<(Zeroizing<Vec<u8>>, StateUpdate), SessionError> {
-        self.decrypt_with(message, None)
+        let mut budget = MAX_DECRYPT_DERIVATIONS;
+        self.decrypt_within(message, None, &mut budget)
     }
 
     /// Decrypts the inner message of a pre-key message whose transcript is
@@ -327,58 +333,101 @@ impl SessionState {
         message: &SignalMessage,
         transcript: &PreKeyTranscript,
     ) -> Result<(Zeroizing<Vec<u8>>, StateUpdate), SessionError> {
-        self.decrypt_with(message, Some(transcript))
+        let mut budget = MAX_DECRYPT_DERIVATIONS;
+        self.decrypt_within(message, Some(transcript), &mut budget)
     }
 
-    fn decrypt_with(
+    /// Whether this session holds a receiving chain for `ratchet_key`.
+    pub(crate) fn has_chain(&self, ratchet_key: &DhPublicKey) -> bool {
+        self.receivers.iter().any(|c| c.ratchet_key == *ratchet_key)
+    }
+
+    /// Decrypts (see [`Self::decrypt`]; `transcript` for the inner message of a pre-key
+    /// message) making at most `budget` chain-key derivations before the tag check;
+    /// `budget` is reduced by the derivations made, whether or not the message
+    /// authenticates. Only the newest receiving chain is open: every older one was
+    /// closed at the `PN` of the message that replaced it, so a counter at or above its
+    /// next counter is refused (`InvalidMessage`) unless a skipped key is stored.
+    pub(crate) fn decrypt_within(
         &self,
         message: &SignalMessage,
         transcript: Option<&PreKeyTranscript>,
+        budget: &mut u32,
     ) -> Result<(Zeroizing<Vec<u8>>, StateUpdate), SessionError> {
         let counter = message.counter;
-        if let Some(idx) = self
+        let Some(idx) = self
             .receivers
             .iter()
             .position(|c| c.ratchet_key == message.ratchet_key)
-        {
-            let chain = &self.receivers[idx];
-            if counter < chain.chain.index() {
-                let pos = chain
-                    .find_skipped(counter)
-                    .ok_or(SessionError::DuplicateMessage { counter })?;
-                let plaintext = self.open(&chain.skipped[pos], message, transcript)?;
-                return Ok((plaintext, StateUpdate::UsedSkipped { chain: idx, pos }));
-            }
-            let adv = advance_to(&chain.chain, counter)?;
-            let plaintext = self.open(&adv.key, message, transcript)?;
-            return Ok((
-                plaintext,
-                StateUpdate::Advanced {
-                    chain: idx,
-                    next: adv.next,
-                    skipped: adv.skipped,
-                },
-            ));
+        else {
+            return self.decrypt_new_chain(message, transcript, budget);
+        };
+        let chain = &self.receivers[idx];
+        if counter < chain.chain.index() {
+            let pos = chain
+                .find_skipped(counter)
+                .ok_or(SessionError::DuplicateMessage { counter })?;
+            let plaintext = self.open(&chain.skipped[pos], message, transcript)?;
+            return Ok((plaintext, StateUpdate::UsedSkipped { chain: idx, pos }));
         }
+        if self.remote_ratchet != Some(chain.ratchet_key) {
+            return Err(SessionError::InvalidMessage);
+        }
+        let adv = advance_to(&chain.chain, counter, *budget)?;
+        *budget -= counter - chain.chain.index();
+        let plaintext = self.open(&adv.key, message, transcript)?;
+        Ok((
+            plaintext,
+            StateUpdate::Advanced {
+                chain: idx,
+                skipped: adv.skipped()?,
+                next: adv.next,
+            },
+        ))
+    }
 
-        // A new ratchet key: the peer took a DH ratchet step.
-        let previous = match self
+    /// A new ratchet key: the peer took a DH ratchet step. Only the new chain is walked
+    /// before the tag check; the previous chain's skip to `PN` is counted against
+    /// `budget` first but derived only once the message authenticated.
+    fn decrypt_new_chain(
+        &self,
+        message: &SignalMessage,
+        transcript: Option<&PreKeyTranscript>,
+        budget: &mut u32,
+    ) -> Result<(Zeroizing<Vec<u8>>, StateUpdate), SessionError> {
+        let counter = message.counter;
+        let previous_idx = self
             .remote_ratchet
-            .and_then(|r| self.receivers.iter().position(|c| c.ratchet_key == r))
-        {
-            Some(idx) if message.previous_counter > self.receivers[idx].chain.index() => {
-                let (_, next, keys) =
-                    skip_to(&self.receivers[idx].chain, message.previous_counter, false)?;
+            .and_then(|r| self.receivers.iter().position(|c| c.ratchet_key == r));
+        let previous_gap = previous_idx.map_or(0, |idx| {
+            message
+                .previous_counter
+                .saturating_sub(self.receivers[idx].chain.index())
+        });
+        // The new chain starts at 0: the message jumps `counter` keys on it. Both walks
+        // are bounded before the (costly) agreement.
+        let jump = counter.saturating_add(previous_gap);
+        if jump > *budget {
+            return Err(SessionError::TooFarAhead {
+                counter,
+                jump,
+                limit: *budget,
+            });
+        }
+        let dh = self.our_ratchet.agree(&message.ratchet_key)?;
+        let (root, chain_key) = self.root_key.step(&dh);
+        let adv = advance_to(&chain_key, counter, *budget - previous_gap)?;
+        *budget -= counter;
+        let plaintext = self.open(&adv.key, message, transcript)?;
+        let previous = match previous_idx {
+            Some(idx) if previous_gap > 0 => {
+                let (next, keys) = skip_to(&self.receivers[idx].chain, message.previous_counter)?;
                 Some((idx, next, keys))
             }
             _ => None,
         };
-        let dh = self.our_ratchet.agree(&message.ratchet_key)?;
-        let (root, chain_key) = self.root_key.step(&dh);
-        let adv = advance_to(&chain_key, counter)?;
-        let plaintext = self.open(&adv.key, message, transcript)?;
-        let mut chain = ReceiverChain::new(message.ratchet_key, adv.next);
-        chain.push_skipped(adv.skipped);
+        let mut chain = ReceiverChain::new(message.ratchet_key, adv.next.clone());
+        chain.push_skipped(adv.skipped()?);
         Ok((
             plaintext,
             StateUpdate::NewChain {
@@ -431,6 +480,35 @@ impl SessionState {
             }
         }
         self.pending_prekey = None;
+    }
+
+    /// Length of [`Self::write`]'s output, computed without encoding.
+    pub(crate) fn encoded_len(&self) -> usize {
+        const KEY: usize = 33;
+        const FIXED: usize = 2 * IDENTITY_KEY_LEN + 1 + 4 + 4 + KEY + 8 + 32 + KEY + 32;
+        let sending = 1 + self.sending_chain.as_ref().map_or(0, |_| 32 + 4);
+        let remote = 1 + self.remote_ratchet.map_or(0, |_| KEY);
+        let chains: usize = self
+            .receivers
+            .iter()
+            .map(|c| KEY + 32 + 4 + 4 + SKIPPED_KEY_LEN * c.skipped.len())
+            .sum();
+        let pending = 1 + self.pending_prekey.as_ref().map_or(0, |p| {
+            4 + 1 + p.one_time_prekey_id.map_or(0, |_| 4) + 4 + KEM_CIPHERTEXT_LEN
+        });
+        FIXED + sending + 4 + remote + 4 + chains + pending
+    }
+
+    /// Deletes up to `n` skipped keys, oldest receiving chain first and oldest key
+    /// first; returns how many were deleted.
+    pub(crate) fn drop_oldest_skipped(&mut self, n: usize) -> usize {
+        let mut dropped = 0;
+        for chain in &mut self.receivers {
+            let take = (n - dropped).min(chain.skipped.len());
+            chain.skipped.drain(..take);
+            dropped += take;
+        }
+        dropped
     }
 
     pub(crate) fn write(&self, w: &mut Writer) {
@@ -566,6 +644,12 @@ impl SessionState {
         state.receivers = receivers;
         Ok(state)
     }
+
+    /// The sending chain, for tests that play a peer moving its own chain.
+    #[cfg(test)]
+    pub(crate) fn sending_chain_mut(&mut self) -> &mut Option<ChainKey> {
+        &mut self.sending_chain
+    }
 }
 
 /// Reads an encoded identity key, checking its type byte but not the point.
@@ -586,4 +670,100 @@ impl core::fmt::Debug for SessionState {
             .field("info", &self.info())
             .finish_non_exhaustive()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Chain counters at the top of the `u32` range (issue 14, item 3). No quick
+    //! exchange reaches counter 2^32 − 2, so the tests move both parties' chains there
+    //! (the chain key does not depend on the index, so the two stay in step).
+
+    use super::*;
+    use crate::limits::MAX_CHAIN_COUNTER;
+    use crate::ratchet::chain_key::hmac_sha256;
+    use crate::session::test_support::established;
+    use hmac::Mac;
+
+    /// Alice's current sending chain and Bob's newest receiving chain (the same chain)
+    /// moved to `index`.
+    fn move_chain_to(
+        alice: &mut crate::session::test_support::Side,
+        bob: &mut crate::session::test_support::Side,
+        index: u32,
+    ) {
+        let (a, b) = (alice.addr.clone(), bob.addr.clone());
+        alice.edit(&b, |r| {
+            let s = r.current.as_mut().unwrap();
+            let key = *s.sending_chain.as_ref().unwrap().key_bytes();
+            s.sending_chain = Some(ChainKey::new(key, index));
+        });
+        bob.edit(&a, |r| {
+            let c = r.current.as_mut().unwrap().receivers.back_mut().unwrap();
+            c.chain = ChainKey::new(*c.chain.key_bytes(), index);
+        });
+    }
+
+    /// A correctly encrypted message on `state`'s sending chain at `counter`, whatever
+    /// the chain's index says: what a peer that ignores the counter limit would send.
+    fn forge(state: &SessionState, counter: u32) -> Vec<u8> {
+        let chain = state.sending_chain.as_ref().unwrap();
+        let mut m = hmac_sha256(chain.key_bytes());
+        m.update(&[0x01]);
+        let seed = MessageKeySeed::new(m.finalize().into_bytes().into(), counter);
+        let mut buf = SignalMessage::encode_header(
+            state.our_ratchet.public(),
+            state.previous_counter,
+            counter,
+            1,
+        );
+        let aad = state.aad(None, &buf[..MESSAGE_HEADER_LEN]);
+        buf.push(b'!');
+        seed.expand(MESSAGE_KEYS_INFO)
+            .seal(&aad, &mut buf, MESSAGE_HEADER_LEN);
+        buf
+    }
+
+    #[test]
+    fn counters_stop_below_u32_max_and_the_record_keeps_decoding() {
+        let (mut alice, mut bob) = established();
+        let (a, b) = (alice.addr.clone(), bob.addr.clone());
+        let m0 = alice.encrypt(&b, b"m0");
+        bob.decrypt(&a, &m0).unwrap();
+        move_chain_to(&mut alice, &mut bob, MAX_CHAIN_COUNTER);
+
+        // The last counter is sent and received; the chain is then exhausted.
+        let last = alice.encrypt(&b, b"last");
+        let alice_before = alice.snapshot(&b);
+        assert!(matches!(
+            session::encrypt(&mut alice.store, &b, b"one more"),
+            Err(SessionError::ChainExhausted { index: u32::MAX })
+        ));
+        assert_eq!(alice.snapshot(&b), alice_before);
+
+        // A correctly encrypted message at u32::MAX (a peer ignoring the limit) is
+        // refused with the last message still outstanding, and nothing changes.
+        let at_max = forge(alice.record(&b).current().unwrap(), u32::MAX);
+        let bob_before = bob.snapshot(&a);
+        assert!(matches!(
+            bob.decrypt(&a, &at_max),
+            Err(SessionError::InvalidMessage)
+        ));
+        assert_eq!(bob.snapshot(&a), bob_before);
+        assert_eq!(bob.decrypt(&a, &last).unwrap(), b"last");
+        assert!(bob.decrypt(&a, &at_max).is_err());
+        let record = bob.record(&a);
+        let decoded = SessionRecord::decode(&record.encode()).unwrap();
+        assert_eq!(
+            decoded.current().unwrap().info().receiving_chains.last(),
+            Some(&(u32::MAX, 0))
+        );
+
+        // The conversation goes on after a DH ratchet step.
+        let reply = bob.encrypt(&a, b"reply");
+        assert_eq!(alice.decrypt(&b, &reply).unwrap(), b"reply");
+        let next = alice.encrypt(&b, b"new chain");
+        assert_eq!(bob.decrypt(&a, &next).unwrap(), b"new chain");
+    }
+
+    use crate::session::{self, SessionRecord};
 }
