@@ -11,6 +11,9 @@ export PROPTEST_CASES="${PROPTEST_CASES:-1000}"
 # 127.0.0.1:5432 (starting or installing it if needed), or fail with a clear message.
 ./scripts/ensure-postgres.sh
 
+# Tools the tests run (strace counts the syncs of store commits); installed if missing.
+./scripts/ensure-tools.sh
+
 # Unit, integration and doc tests; benches and examples are built and run once in
 # test mode so they cannot rot.
 cargo test --workspace --all-targets

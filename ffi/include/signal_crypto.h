@@ -96,7 +96,9 @@ typedef enum {
    */
   SIGNAL_ERR_WRONG_KEY = 13,
   /*
-   The stored state changed concurrently; nothing was written. Retry.
+   The stored state changed concurrently; nothing was written. Retry. (A pre-key
+   message whose one-time prekey another handle or process consumed first gets
+   this; retried, it fails with `SIGNAL_ERR_UNKNOWN_PREKEY`.)
    */
   SIGNAL_ERR_CONFLICT = 14,
   /*
@@ -229,8 +231,8 @@ typedef struct {
 
 /*
  The application's storage callbacks. Every callback returns 0 on success; `load`
- returns 1 if the key is absent; any other value is an error, reported to the
- caller of the library as `SIGNAL_ERR_STORE` (nothing is committed).
+ and `remove` return 1 if the key is absent; any other value is an error, reported
+ to the caller of the library as `SIGNAL_ERR_STORE` (nothing is committed).
 
  Contract: the callbacks may be called from any thread that calls into the library
  with this store (never two at once for one store: calls are serialized). `ctx` is
@@ -256,7 +258,12 @@ typedef struct {
                    const uint8_t *value,
                    size_t value_len);
   /*
-   Deletes (`kind`, key); absent is not an error.
+   Deletes (`kind`, key): returns 0 if it deleted a record, 1 if there was none.
+   The answer must be exact, as of inside the running transaction: a session
+   commit consumes a one-time prekey with `remove`, and 1 means another commit
+   (another handle or process on the same database) consumed it first, so the
+   library rolls back and fails with `SIGNAL_ERR_CONFLICT`. Elsewhere 1 is not an
+   error.
    */
   int32_t (*remove)(void *ctx, uint32_t kind, const uint8_t *key, size_t key_len);
   /*
@@ -784,7 +791,9 @@ SignalErrorCode signal_store_create_sqlcipher(const char *path,
 
 /*
  Opens the SQLCipher database at `path` with the 32-byte `key`. A wrong key gives
- `SIGNAL_ERR_WRONG_KEY`; a missing or damaged file `SIGNAL_ERR_STORE`.
+ `SIGNAL_ERR_WRONG_KEY`; a missing or damaged file `SIGNAL_ERR_STORE`, and so does an
+ empty file or a database that is not a store, which is left untouched (only
+ [`signal_store_create_sqlcipher`] makes a store).
 
  # Safety
  As for [`signal_store_create_sqlcipher`].

@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::ffi::c_void;
 
+use signal_core::error::OneTimePreKeyKind;
 use signal_core::group::{GROUP_ID_LEN, GroupId, SenderKeyRecord};
 use signal_core::keys::DhPublicKey;
 use signal_core::prekey::{KemPreKeyRecord, OneTimePreKeyRecord, PreKeyId, SignedPreKeyRecord};
@@ -55,8 +56,8 @@ pub struct SignalSlot {
 }
 
 /// The application's storage callbacks. Every callback returns 0 on success; `load`
-/// returns 1 if the key is absent; any other value is an error, reported to the
-/// caller of the library as `SIGNAL_ERR_STORE` (nothing is committed).
+/// and `remove` return 1 if the key is absent; any other value is an error, reported
+/// to the caller of the library as `SIGNAL_ERR_STORE` (nothing is committed).
 ///
 /// Contract: the callbacks may be called from any thread that calls into the library
 /// with this store (never two at once for one store: calls are serialized). `ctx` is
@@ -88,7 +89,12 @@ pub struct SignalStoreCallbacks {
             value_len: usize,
         ) -> i32,
     >,
-    /// Deletes (`kind`, key); absent is not an error.
+    /// Deletes (`kind`, key): returns 0 if it deleted a record, 1 if there was none.
+    /// The answer must be exact, as of inside the running transaction: a session
+    /// commit consumes a one-time prekey with `remove`, and 1 means another commit
+    /// (another handle or process on the same database) consumed it first, so the
+    /// library rolls back and fails with `SIGNAL_ERR_CONFLICT`. Elsewhere 1 is not an
+    /// error.
     pub remove: Option<
         unsafe extern "C" fn(ctx: *mut c_void, kind: u32, key: *const u8, key_len: usize) -> i32,
     >,
@@ -208,13 +214,34 @@ impl CallbackBackend {
         }
     }
 
+    /// Deletes (`kind`, `key`) if present.
     fn del(&self, kind: SignalRecordKind, key: &[u8]) -> Result<(), StoreError> {
+        self.removed(kind, key).map(drop)
+    }
+
+    /// Deletes (`kind`, `key`); `Ok(false)` if there was no such record.
+    fn removed(&self, kind: SignalRecordKind, key: &[u8]) -> Result<bool, StoreError> {
         // SAFETY: as in `get`.
         let rc = unsafe { (self.remove)(self.ctx, kind as u32, key.as_ptr(), key.len()) };
-        if rc == 0 {
+        match rc {
+            0 => Ok(true),
+            1 => Ok(false),
+            code => Err(failed("remove", code)),
+        }
+    }
+
+    /// Compare-and-delete of a one-time prekey a commit consumes: exactly one record,
+    /// else [`StoreError::PreKeyAlreadyConsumed`] (the commit then rolls back).
+    fn consume(
+        &self,
+        kind: SignalRecordKind,
+        prekey: OneTimePreKeyKind,
+        id: PreKeyId,
+    ) -> Result<(), StoreError> {
+        if self.removed(kind, &id_key(id))? {
             Ok(())
         } else {
-            Err(failed("remove", rc))
+            Err(StoreError::PreKeyAlreadyConsumed { kind: prekey, id })
         }
     }
 
@@ -275,10 +302,10 @@ impl CallbackBackend {
             self.put(SIGNAL_RECORD_REMOTE_IDENTITY, &addr, &identity.encode())?;
         }
         if let Some(id) = commit.consumed_prekey {
-            self.del(SIGNAL_RECORD_PREKEY, &id_key(id))?;
+            self.consume(SIGNAL_RECORD_PREKEY, OneTimePreKeyKind::X25519, id)?;
         }
         if let Some(id) = commit.consumed_kem_prekey {
-            self.del(SIGNAL_RECORD_KEM_PREKEY, &id_key(id))?;
+            self.consume(SIGNAL_RECORD_KEM_PREKEY, OneTimePreKeyKind::Kem, id)?;
         }
         if let Some(k) = &use_key {
             self.put(SIGNAL_RECORD_LAST_RESORT_USE, k, &[1])?;

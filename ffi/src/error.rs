@@ -47,7 +47,9 @@ pub enum SignalErrorCode {
     SIGNAL_ERR_STORE = 12,
     /// The store key or passphrase does not open the database.
     SIGNAL_ERR_WRONG_KEY = 13,
-    /// The stored state changed concurrently; nothing was written. Retry.
+    /// The stored state changed concurrently; nothing was written. Retry. (A pre-key
+    /// message whose one-time prekey another handle or process consumed first gets
+    /// this; retried, it fails with `SIGNAL_ERR_UNKNOWN_PREKEY`.)
     SIGNAL_ERR_CONFLICT = 14,
     /// Randomness failed, a key agreement was degenerate, or a plaintext is too long.
     SIGNAL_ERR_CRYPTO = 15,
@@ -94,7 +96,9 @@ fn chain(e: &dyn std::error::Error) -> String {
 fn store_code(e: &StoreError) -> SignalErrorCode {
     match e {
         StoreError::WrongKey => SIGNAL_ERR_WRONG_KEY,
-        StoreError::Conflict { .. } => SIGNAL_ERR_CONFLICT,
+        StoreError::Conflict { .. } | StoreError::PreKeyAlreadyConsumed { .. } => {
+            SIGNAL_ERR_CONFLICT
+        }
         StoreError::Backend(inner) if inner.downcast_ref::<KeyError>().is_some() => {
             SIGNAL_ERR_WRONG_KEY
         }

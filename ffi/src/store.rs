@@ -201,7 +201,9 @@ pub unsafe extern "C" fn signal_store_create_sqlcipher(
 }
 
 /// Opens the SQLCipher database at `path` with the 32-byte `key`. A wrong key gives
-/// `SIGNAL_ERR_WRONG_KEY`; a missing or damaged file `SIGNAL_ERR_STORE`.
+/// `SIGNAL_ERR_WRONG_KEY`; a missing or damaged file `SIGNAL_ERR_STORE`, and so does an
+/// empty file or a database that is not a store, which is left untouched (only
+/// [`signal_store_create_sqlcipher`] makes a store).
 ///
 /// # Safety
 /// As for [`signal_store_create_sqlcipher`].

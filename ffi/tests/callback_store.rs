@@ -33,6 +33,9 @@ struct Db {
     data: Map,
     snapshot: Option<Map>,
     fail_commit: bool,
+    /// Removed when the next transaction begins: another process consuming a record
+    /// between the library's reads and its commit.
+    steal_on_begin: Option<(u32, Vec<u8>)>,
     commits: usize,
 }
 
@@ -82,8 +85,10 @@ unsafe extern "C" fn store(
 unsafe extern "C" fn remove(ctx: *mut c_void, kind: u32, key: *const u8, len: usize) -> i32 {
     // SAFETY: as above.
     let (db, key) = unsafe { (db(ctx), std::slice::from_raw_parts(key, len)) };
-    db.data.remove(&(kind, key.to_vec()));
-    0
+    match db.data.remove(&(kind, key.to_vec())) {
+        Some(_) => 0,
+        None => 1,
+    }
 }
 
 unsafe extern "C" fn list(ctx: *mut c_void, kind: u32, slot: *mut SignalSlot) -> i32 {
@@ -104,6 +109,9 @@ unsafe extern "C" fn list(ctx: *mut c_void, kind: u32, slot: *mut SignalSlot) ->
 unsafe extern "C" fn begin(ctx: *mut c_void) -> i32 {
     // SAFETY: our ctx.
     let db = unsafe { db(ctx) };
+    if let Some(stolen) = db.steal_on_begin.take() {
+        db.data.remove(&stolen);
+    }
     db.snapshot = Some(db.data.clone());
     0
 }
@@ -326,6 +334,85 @@ fn callback_store_sessions_groups_and_failed_commit() {
             "sender key stored via callbacks"
         );
 
+        signal_store_free(alice);
+        signal_store_free(bob);
+        drop(Box::from_raw(database));
+    }
+}
+
+/// Another process consumes the one-time prekey after the library read it and before
+/// the session commit's transaction: `remove` reports the record absent, the commit is
+/// refused with `SIGNAL_ERR_CONFLICT` and the application's database is unchanged.
+#[test]
+fn callback_commit_refuses_a_one_time_prekey_consumed_concurrently() {
+    let database: *mut Db = Box::into_raw(Box::new(Db::default()));
+    let callbacks = SignalStoreCallbacks {
+        ctx: database.cast(),
+        load: Some(load),
+        store: Some(store),
+        remove: Some(remove),
+        list: Some(list),
+        begin: Some(begin),
+        commit: Some(commit),
+        rollback: Some(rollback),
+    };
+    // SAFETY: as in the test above.
+    unsafe {
+        let (aid, bid) = (identity(), identity());
+        let mut alice: *mut SignalStore = ptr::null_mut();
+        let mut bob: *mut SignalStore = ptr::null_mut();
+        ok(signal_store_new_callbacks(&callbacks, aid, 1, &mut alice));
+        ok(signal_store_new_in_memory(bid, 2, &mut bob));
+        signal_identity_free(aid);
+        signal_identity_free(bid);
+        let mut bundle = buf();
+        ok(signal_store_generate_prekeys(
+            alice,
+            1,
+            1,
+            1,
+            1_700_000_000,
+            &mut bundle,
+        ));
+        ok(signal_session_process_bundle(
+            bob,
+            c"alice".as_ptr(),
+            1,
+            bundle.data,
+            bundle.len,
+        ));
+        signal_buffer_free(bundle);
+        let mut ct = buf();
+        ok(signal_session_encrypt(
+            bob,
+            c"alice".as_ptr(),
+            1,
+            b"hi".as_ptr(),
+            2,
+            &mut ct,
+        ));
+
+        let prekey = (*database)
+            .data
+            .keys()
+            .find(|(kind, _)| *kind == 2)
+            .cloned()
+            .expect("a one-time X25519 prekey");
+        (*database).steal_on_begin = Some(prekey.clone());
+        let mut expected = (*database).data.clone();
+        expected.remove(&prekey);
+        let mut pt = buf();
+        assert_eq!(
+            signal_session_decrypt(alice, c"bob".as_ptr(), 1, ct.data, ct.len, &mut pt),
+            SIGNAL_ERR_CONFLICT
+        );
+        assert_eq!(
+            (*database).data,
+            expected,
+            "the refused commit wrote something"
+        );
+        assert_eq!((*database).commits, 0);
+        signal_buffer_free(ct);
         signal_store_free(alice);
         signal_store_free(bob);
         drop(Box::from_raw(database));

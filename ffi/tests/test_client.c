@@ -189,14 +189,15 @@ static int32_t cb_store(void *ctx, uint32_t kind, const uint8_t *key, size_t len
     return 0;
 }
 
+/* 0 if a record was deleted, 1 if there was none (a commit consuming a one-time prekey
+ * that is already gone then fails with SIGNAL_ERR_CONFLICT). */
 static int32_t cb_remove(void *ctx, uint32_t kind, const uint8_t *key, size_t len) {
     Db *db = ctx;
     Entry *e = db_find(db, kind, key, len);
-    if (e) {
-        free(e->key);
-        free(e->value);
-        *e = db->entries[--db->n];
-    }
+    if (!e) return 1;
+    free(e->key);
+    free(e->value);
+    *e = db->entries[--db->n];
     return 0;
 }
 

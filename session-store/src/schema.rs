@@ -4,7 +4,7 @@
 //! Each step in [`MIGRATIONS`] moves the database up by one version; all steps needed
 //! run in one transaction, so a crash mid-migration leaves the old version intact.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use signal_core::StoreError;
 use signal_core::session::SessionRecord;
 
@@ -89,16 +89,20 @@ const MIGRATIONS: [Step; SCHEMA_VERSION as usize] = [
     |tx| tx.execute_batch(V3).map_err(sql),
 ];
 
+/// Whether the database holds the store's schema (its `schema_version` table). Only
+/// reads.
+pub(crate) fn has_schema(conn: &Connection) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version')",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(sql)
+}
+
 /// The version recorded in the database, 0 for a database without the schema.
 pub(crate) fn current_version(tx: &Transaction<'_>) -> Result<u32, StoreError> {
-    let has_table: bool = tx
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version')",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(sql)?;
-    if !has_table {
+    if !has_schema(tx)? {
         return Ok(0);
     }
     let v: Option<i64> = tx

@@ -12,6 +12,7 @@ use std::time::Duration;
 use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
+use signal_core::error::OneTimePreKeyKind;
 use signal_core::group::{GroupId, SenderKeyRecord, SenderKeyUpdate};
 use signal_core::keys::DhPublicKey;
 use signal_core::prekey::{KemPreKeyRecord, OneTimePreKeyRecord, PreKeyId, SignedPreKeyRecord};
@@ -52,6 +53,14 @@ pub enum OpenError {
         /// The path.
         path: PathBuf,
     },
+    /// [`SqlStore::open`] found a file that is not a store: empty (zero length), or a
+    /// database without the store's schema. The file is left exactly as it was; use
+    /// [`SqlStore::create`] on a path that does not exist to make a new store.
+    #[error("{path} is not a session store (empty, or a database without the store's schema)")]
+    NotAStore {
+        /// The path.
+        path: PathBuf,
+    },
     /// SQLite names attached files by UTF-8 path only.
     #[error("path {path} is not valid UTF-8")]
     NonUtf8Path {
@@ -79,7 +88,9 @@ impl OpenError {
 ///   under the key from a [`KeyProvider`];
 /// - [`ProtocolStore::commit`] and [`SqlStore::commit_with`] apply a session commit
 ///   in one `IMMEDIATE` transaction, refusing a stale generation or a replayed
-///   last-resort use with [`StoreError::Conflict`];
+///   last-resort use with [`StoreError::Conflict`], and a one-time prekey another
+///   connection consumed first with [`StoreError::PreKeyAlreadyConsumed`] (each
+///   consumption deletes exactly one row or the whole transaction rolls back);
 /// - several connections, in one process or several, may use one file: WAL mode and a
 ///   [`BUSY_TIMEOUT`] serialize writers, and the generation check stops two of them
 ///   from committing state computed from the same record;
@@ -124,6 +135,10 @@ impl SqlStore {
     }
 
     /// Opens the encrypted store at `path`, migrating an older schema.
+    ///
+    /// Only opens: a missing path is [`OpenError::NotFound`], an empty file or a
+    /// database without the store's schema [`OpenError::NotAStore`] (the file is not
+    /// touched); [`SqlStore::create`] is the only way to make a new store.
     ///
     /// Fails with [`StoreError::WrongKey`] if the key does not decrypt the file (or the
     /// file is a plaintext database), [`StoreError::Corrupt`] if the file is damaged
@@ -365,6 +380,13 @@ pub(crate) fn open_keyed(
     // the caller gets a typed error instead. The setting is process-wide.
     conn.pragma_update(None, "cipher_log_level", "NONE")
         .map_err(sql)?;
+    // Every allocation SQLite frees (page cache, decrypted pages, statement buffers) is
+    // overwritten first, so the identity key and prekeys read from the database do not
+    // linger in freed heap after the store is closed. Process-wide and one-way: once
+    // on, it stays on for every connection of the process. Set before the key, so the
+    // first decrypted page is already covered.
+    conn.pragma_update(None, "cipher_memory_security", "ON")
+        .map_err(sql)?;
     if let Some(key) = key {
         conn.execute_batch(&pragma_with_key("PRAGMA key = \"", key, None, "\";"))
             .map_err(sql)?;
@@ -380,6 +402,14 @@ pub(crate) fn open_keyed(
 
 fn connect(path: &Path, key: Option<&DatabaseKey>, create: bool) -> Result<Connection, StoreError> {
     let conn = open_keyed(path, key, create)?;
+    // Before anything writes (switching to WAL writes the header of an empty file):
+    // opening an empty file or a database without the store's schema changes nothing.
+    if !create && !schema::has_schema(&conn)? {
+        return Err(OpenError::NotAStore {
+            path: path.to_owned(),
+        }
+        .into_store());
+    }
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(sql)?;
@@ -388,9 +418,12 @@ fn connect(path: &Path, key: Option<&DatabaseKey>, create: bool) -> Result<Conne
             format!("journal_mode stayed {mode}").into(),
         ));
     }
-    // In WAL mode NORMAL loses no committed transaction on a process crash and keeps
-    // the database consistent on power loss (the last commits may roll back).
-    conn.pragma_update(None, "synchronous", "NORMAL")
+    // FULL: in WAL mode every commit syncs the WAL before it returns, so a commit that
+    // advanced a chain is on disk before the ciphertext (or the acknowledgement of a
+    // received message) leaves the process. NORMAL synced only at checkpoints: a power
+    // cut could roll the last commits back, rewinding a sending chain so that the next
+    // message reused a message key and nonce.
+    conn.pragma_update(None, "synchronous", "FULL")
         .map_err(sql)?;
     Ok(conn)
 }
@@ -507,6 +540,25 @@ fn apply_sender_key_update(
     Ok(())
 }
 
+/// Compare-and-delete of a consumed one-time prekey: exactly one row, else
+/// [`StoreError::PreKeyAlreadyConsumed`] (the caller's transaction then rolls back).
+fn consume(
+    tx: &Transaction<'_>,
+    delete: &str,
+    kind: OneTimePreKeyKind,
+    id: PreKeyId,
+) -> Result<(), StoreError> {
+    let deleted = tx
+        .prepare_cached(delete)
+        .and_then(|mut s| s.execute([id]))
+        .map_err(sql)?;
+    if deleted == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::PreKeyAlreadyConsumed { kind, id })
+    }
+}
+
 fn apply_commit(tx: &Transaction<'_>, commit: &SessionCommit) -> Result<(), StoreError> {
     let (user, device) = (commit.address.user(), commit.address.device());
     let stored: Option<i64> = tx
@@ -539,14 +591,20 @@ fn apply_commit(tx: &Transaction<'_>, commit: &SessionCommit) -> Result<(), Stor
         .map_err(sql)?;
     }
     if let Some(id) = commit.consumed_prekey {
-        tx.prepare_cached("DELETE FROM prekeys WHERE id = ?1")
-            .and_then(|mut s| s.execute([id]))
-            .map_err(sql)?;
+        consume(
+            tx,
+            "DELETE FROM prekeys WHERE id = ?1",
+            OneTimePreKeyKind::X25519,
+            id,
+        )?;
     }
     if let Some(id) = commit.consumed_kem_prekey {
-        tx.prepare_cached("DELETE FROM kem_prekeys WHERE id = ?1")
-            .and_then(|mut s| s.execute([id]))
-            .map_err(sql)?;
+        consume(
+            tx,
+            "DELETE FROM kem_prekeys WHERE id = ?1",
+            OneTimePreKeyKind::Kem,
+            id,
+        )?;
     }
     let record = commit.record.encode();
     tx.prepare_cached(

@@ -110,6 +110,25 @@ impl core::fmt::Display for SignedItem {
     }
 }
 
+/// Which kind of one-time prekey a session commit consumes (see
+/// [`StoreError::PreKeyAlreadyConsumed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OneTimePreKeyKind {
+    /// A one-time X25519 prekey.
+    X25519,
+    /// A one-time ML-KEM-1024 prekey (not a last-resort one).
+    Kem,
+}
+
+impl core::fmt::Display for OneTimePreKeyKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::X25519 => "one-time X25519 prekey",
+            Self::Kem => "one-time ML-KEM prekey",
+        })
+    }
+}
+
 /// A prekey bundle was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BundleError {
@@ -157,6 +176,19 @@ pub enum StoreError {
     Conflict {
         /// What conflicted.
         what: &'static str,
+    },
+    /// A session commit consumes a one-time prekey that is no longer in the store:
+    /// another decryption (in this process or another one sharing the store) started a
+    /// session from the same prekey and committed first. The commit changed nothing;
+    /// retrying the decryption fails with [`SessionError::UnknownPreKey`] (or
+    /// [`SessionError::UnknownKemPreKey`]), because a one-time prekey starts at most one
+    /// session.
+    #[error("{kind} {id} was already consumed by another session")]
+    PreKeyAlreadyConsumed {
+        /// Which kind of prekey.
+        kind: OneTimePreKeyKind,
+        /// Its id.
+        id: crate::prekey::PreKeyId,
     },
     /// The local identity has not been created yet.
     #[error("no local identity in the store")]

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use crate::address::Address;
-use crate::error::StoreError;
+use crate::error::{OneTimePreKeyKind, StoreError};
 use crate::group::{GroupId, SenderKeyRecord, SenderKeyUpdate};
 use crate::identity::{IdentityKey, IdentityKeyPair};
 use crate::keys::DhPublicKey;
@@ -154,9 +154,12 @@ pub struct SessionCommit {
     pub expected_generation: u64,
     /// A peer identity seen for the first time, to record.
     pub new_identity: Option<IdentityKey>,
-    /// A one-time X25519 prekey to delete.
+    /// A one-time X25519 prekey to delete. The deletion is a compare-and-delete: if the
+    /// prekey is no longer stored (another commit consumed it first), a store must refuse
+    /// the whole commit with [`StoreError::PreKeyAlreadyConsumed`], changing nothing.
     pub consumed_prekey: Option<PreKeyId>,
-    /// A one-time KEM prekey to delete.
+    /// A one-time KEM prekey to delete, refused like [`SessionCommit::consumed_prekey`]
+    /// if it is no longer stored.
     pub consumed_kem_prekey: Option<PreKeyId>,
     /// A last-resort KEM prekey use to record (id, initiator base key). A store must
     /// refuse the commit with [`StoreError::Conflict`] if the pair is already recorded.
@@ -411,6 +414,22 @@ impl ProtocolStore for InMemoryStore {
                 what: "last-resort KEM prekey already used with this base key",
             });
         }
+        if let Some(id) = commit.consumed_prekey
+            && !self.prekeys.contains_key(&id)
+        {
+            return Err(StoreError::PreKeyAlreadyConsumed {
+                kind: OneTimePreKeyKind::X25519,
+                id,
+            });
+        }
+        if let Some(id) = commit.consumed_kem_prekey
+            && !self.kem_prekeys.contains_key(&id)
+        {
+            return Err(StoreError::PreKeyAlreadyConsumed {
+                kind: OneTimePreKeyKind::Kem,
+                id,
+            });
+        }
         if let Some(identity) = commit.new_identity {
             self.remote_identities
                 .insert(commit.address.clone(), identity);
@@ -426,5 +445,86 @@ impl ProtocolStore for InMemoryStore {
         }
         self.sessions.insert(commit.address, commit.record);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::prekey::PreKeyBundle;
+    use crate::session;
+
+    /// Bob's store holding a signed prekey, a one-time KEM prekey and (if `x25519`) a
+    /// one-time X25519 prekey, all id 1; and the bundle offering them.
+    fn bob(x25519: bool) -> (InMemoryStore, PreKeyBundle) {
+        let id = IdentityKeyPair::generate().unwrap();
+        let mut store = InMemoryStore::new(id.clone(), 2);
+        let spk = SignedPreKeyRecord::generate(&id, 2, 1, 1_700_000_000).unwrap();
+        let opk = OneTimePreKeyRecord::generate(&id, 1, 1_700_000_000).unwrap();
+        let kem = KemPreKeyRecord::generate(&id, 1, 1_700_000_000, false).unwrap();
+        store.store_signed_prekey(&spk).unwrap();
+        store.store_kem_prekey(&kem).unwrap();
+        if x25519 {
+            store.store_prekey(&opk).unwrap();
+        }
+        let bundle = PreKeyBundle {
+            registration_id: 2,
+            identity: *id.public(),
+            signed_prekey: spk.public().clone(),
+            one_time_prekey: x25519.then(|| opk.public().clone()),
+            kem_prekey: kem.public().clone(),
+        };
+        (store, bundle)
+    }
+
+    /// `user`'s first (pre-key) message to Bob from `bundle`.
+    fn first_message(bundle: &PreKeyBundle, user: &str) -> (Address, Vec<u8>) {
+        let mut store = InMemoryStore::new(IdentityKeyPair::generate().unwrap(), 5);
+        let bob = Address::new("bob", 1).unwrap();
+        session::initiate(&mut store, &bob, &bundle.clone().verify().unwrap()).unwrap();
+        let message = session::encrypt(&mut store, &bob, b"hi").unwrap();
+        (Address::new(user, 1).unwrap(), message)
+    }
+
+    /// Everything the store holds, comparable.
+    fn snapshot(s: &InMemoryStore) -> Vec<String> {
+        let mut out: Vec<String> = s
+            .sessions
+            .iter()
+            .map(|(a, r)| format!("session {a} {:?}", r.encode()))
+            .chain(s.remote_identities.keys().map(|a| format!("identity {a}")))
+            .chain(s.prekeys.keys().map(|id| format!("prekey {id}")))
+            .chain(s.kem_prekeys.keys().map(|id| format!("kem {id}")))
+            .chain(s.last_resort_uses.iter().map(|(id, _)| format!("use {id}")))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Two pre-key messages from different senders that used the same one-time prekeys
+    /// (the relay handed the bundle out twice), decrypted from the same state as two
+    /// processes would: the first commit wins, the second is refused and changes nothing.
+    #[test]
+    fn a_one_time_prekey_is_consumed_by_one_commit_only() {
+        for (x25519, kind) in [
+            (true, OneTimePreKeyKind::X25519),
+            (false, OneTimePreKeyKind::Kem),
+        ] {
+            let (mut bob, bundle) = bob(x25519);
+            let (alice, m1) = first_message(&bundle, "alice");
+            let (carol, m2) = first_message(&bundle, "carol");
+            let (_, c1) = session::decrypt(&bob, &alice, &m1).unwrap().into_parts();
+            let (_, c2) = session::decrypt(&bob, &carol, &m2).unwrap().into_parts();
+            bob.commit(c1).unwrap();
+            let before = snapshot(&bob);
+            match bob.commit(c2) {
+                Err(StoreError::PreKeyAlreadyConsumed { kind: k, id: 1 }) if k == kind => {}
+                other => panic!("expected PreKeyAlreadyConsumed {kind}, got {other:?}"),
+            }
+            assert_eq!(snapshot(&bob), before);
+            assert!(bob.load_session(&carol).unwrap().is_none());
+            assert!(bob.remote_identity(&carol).unwrap().is_none());
+        }
     }
 }

@@ -395,8 +395,11 @@ class KeyValueBackend:
     def put(self, kind: int, key: bytes, value: bytes) -> None:
         self.data[(kind, key)] = value
 
-    def delete(self, kind: int, key: bytes) -> None:
-        self.data.pop((kind, key), None)
+    def delete(self, kind: int, key: bytes) -> bool:
+        """Deletes the record; returns whether there was one. The answer must be exact
+        inside a transaction: a session commit that consumes a one-time prekey which is
+        already gone (another process used it) fails with ``ConflictError``."""
+        return self.data.pop((kind, key), None) is not None
 
     def keys(self, kind: int) -> List[bytes]:
         return [k for (kd, k) in self.data if kd == kind]
@@ -435,8 +438,7 @@ class KeyValueBackend:
 
         @guarded
         def remove(_ctx, kind, key, key_len):
-            self.delete(kind, ctypes.string_at(key, key_len))
-            return 0
+            return 0 if self.delete(kind, ctypes.string_at(key, key_len)) else 1
 
         @guarded
         def list_keys(_ctx, kind, slot):

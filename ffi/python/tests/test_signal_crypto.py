@@ -231,3 +231,38 @@ def test_callback_store(parties):
     assert deliver(out, "dave", s) == 1
     assert s["alice"].group_decrypt(gid, "dave", 1, dave.group_encrypt(gid, "dave", 1, b"g")) == b"g"
     dave.close()
+
+
+def test_open_refuses_an_empty_file_and_leaves_it_empty(tmp_path):
+    path = tmp_path / "empty.db"
+    path.write_bytes(b"")
+    with pytest.raises(sc.StoreError, match="not a session store"):
+        Store.open(str(path), key=KEY)
+    assert path.read_bytes() == b""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+
+
+class ConcurrentConsumer(sc.KeyValueBackend):
+    """Another process takes record ``steal`` just before the next transaction."""
+    steal = None
+
+    def begin(self):
+        if self.steal is not None:
+            self.data.pop(self.steal)
+            self.steal = None
+        super().begin()
+
+
+def test_callback_store_one_time_prekey_consumed_concurrently(parties):
+    _, s = parties
+    backend = ConcurrentConsumer()
+    frank = Store.with_callbacks(backend, Identity.generate(), 6)
+    s["alice"].process_bundle("frank", 1, frank.generate_prekeys(1, 1, 1, NOW))
+    ct = s["alice"].encrypt("frank", 1, b"hi Frank")
+    backend.steal = next(k for k in backend.data if k[0] == 2)  # the one-time X25519 prekey
+    expected = dict(backend.data)
+    expected.pop(backend.steal)
+    with pytest.raises(sc.ConflictError):
+        frank.decrypt("alice", 1, ct)
+    assert backend.data == expected
+    frank.close()
