@@ -385,6 +385,15 @@ impl SessionState {
         self.pending_prekey = None;
     }
 
+    /// Forgets the sending chain, as a received DH ratchet step does: the next send
+    /// takes the sending half of a new ratchet step (a fresh random ratchet key), and
+    /// announces the dropped chain's length as PN.
+    pub(crate) fn drop_sending_chain(&mut self) {
+        if let Some(sending) = self.sending_chain.take() {
+            self.previous_counter = sending.index();
+        }
+    }
+
     pub(crate) fn write(&self, w: &mut Writer) {
         w.bytes(&self.local_identity);
         w.bytes(&self.remote_identity);
