@@ -323,14 +323,14 @@ fn backup_export_import_round_trip() {
         Err(StoreError::WrongKey)
     ));
     assert!(!restored_path.exists());
-    let mut restored =
+    let (mut restored, _) =
         SqlStore::import_backup(&backup, b"backup pass", &restored_path, &new_key).unwrap();
     assert_eq!(inbox_ids(&restored), vec![1]);
     assert_eq!(
         restored.local_identity().unwrap().to_secret_bytes(),
         bob.local_identity().unwrap().to_secret_bytes()
     );
-    // The conversation continues on the new device.
+    // Late messages on the archived session still decrypt on the new device.
     drop(bob);
     let w = session::encrypt(&mut alice, &bob_addr(), b"on the new device").unwrap();
     receive(&mut restored, 2, &w).unwrap();

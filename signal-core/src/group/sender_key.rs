@@ -189,6 +189,11 @@ impl SenderKeyRecord {
         self.states.is_empty()
     }
 
+    /// Whether this is this device's own sending record (it holds a signing key).
+    pub fn is_own(&self) -> bool {
+        self.states.iter().any(|s| s.signing_secret.is_some())
+    }
+
     /// Chain ids held, newest first.
     pub fn chain_ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.states.iter().map(|s| s.chain_id)

@@ -151,6 +151,21 @@ impl SessionRecord {
         }
     }
 
+    /// Makes a record restored from a backup safe to use: archives the current session
+    /// and drops the sending chain of every session in the record (one change: the
+    /// generation is bumped). The next send to the peer needs a new session (PQXDH);
+    /// an archived session that a late message from the peer makes current again takes
+    /// a fresh DH ratchet step (a new random ratchet key) before it sends. So nothing is
+    /// ever encrypted under a chain key the store that made the backup may also have
+    /// used. Late messages on the archived sessions still decrypt.
+    pub fn retire_for_restore(&mut self) {
+        self.archive_current();
+        for state in &mut self.archived {
+            state.drop_sending_chain();
+        }
+        self.bump_generation();
+    }
+
     fn archive(&mut self, state: SessionState) {
         self.archived.push_front(state);
         self.archived.truncate(MAX_ARCHIVED_SESSIONS);

@@ -474,9 +474,7 @@ impl SessionState {
                     self.receivers.pop_front();
                 }
                 self.root_key = root;
-                if let Some(sending) = self.sending_chain.take() {
-                    self.previous_counter = sending.index();
-                }
+                self.drop_sending_chain();
             }
         }
         self.pending_prekey = None;
@@ -509,6 +507,15 @@ impl SessionState {
             dropped += take;
         }
         dropped
+    }
+
+    /// Forgets the sending chain, as a received DH ratchet step does: the next send
+    /// takes the sending half of a new ratchet step (a fresh random ratchet key), and
+    /// announces the dropped chain's length as PN.
+    pub(crate) fn drop_sending_chain(&mut self) {
+        if let Some(sending) = self.sending_chain.take() {
+            self.previous_counter = sending.index();
+        }
     }
 
     pub(crate) fn write(&self, w: &mut Writer) {
